@@ -1,0 +1,287 @@
+"""Training a projection head on text only, and projecting with it.
+
+`train_projection` takes two aligned arrays (the encoder's text embeddings and the
+pivot's embeddings of the same captions), centres the first with the text offset, and
+fits a `ProjectionHead` so that P(E_text(c) - mu_text) lands on pivot(c). At inference
+`project(head, E_modal(x), offset=mu_modal)` puts modal items in the same space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from textme.losses import make_loss
+from textme.offsets import as_vector, process_embeddings
+from textme.projector import ProjectionHead
+
+_SCHEDULES = ("cosine", "cosine_restarts", "constant")
+_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe; defaults are the paper's (arXiv 2602.03098, Table of settings).
+
+    Where the released code differs from the paper, the paper wins by default and the
+    official behaviour stays one field away (see `schedule`).
+    """
+
+    epochs: int = 50  # paper: 50 epochs
+    batch_size: int = 512  # paper: 512 (the released train.py defaults to 256)
+    lr: float = 5e-4  # paper: 5e-4, AdamW
+    weight_decay: float = 0.01  # paper: 0.01 (AdamW's decoupled decay)
+    betas: tuple[float, float] = (0.9, 0.999)  # paper: AdamW (0.9, 0.999)
+    eps: float = 1e-8  # AdamW epsilon, PyTorch's and the official default
+    # "cosine": one cosine decay from lr to min_lr over all steps (the paper's "cosine
+    # annealing"); "cosine_restarts": what the released code runs, PyTorch's
+    # CosineAnnealingWarmRestarts with T_0 = total_steps // restarts; "constant".
+    schedule: str = "cosine"
+    warmup_steps: int = 0  # paper: none; the official --warmup 500 flag is never used
+    min_lr: float = 1e-6  # floor of both cosine schedules (official eta_min=1e-6)
+    restarts: int = 10  # number of cycles for schedule="cosine_restarts"
+    grad_clip: float | None = 1.0  # max global grad norm (official --grad_clip_norm 1.0)
+    loss: str = "hard_negative"  # "hard_negative" | "infonce" | "mse"
+    temperature: float = 0.07  # paper: tau = 0.07 (contrastive losses only)
+    top_perc_margin: float = 0.9  # paper: negatives with s_ij <= 0.9 * s_ii ...
+    bottom_perc_margin: float = 0.1  # ... and s_ij >= 0.1 * s_ii
+    max_neg: int | None = None  # cap on hard negatives per row (None: all valid ones)
+    proj_dim: int | None = None  # hidden width; None -> 2 * in_dim (paper)
+    init_mode: str = "xav"  # Xavier-uniform weights (paper)
+    dim_act: str = "gelu"  # activation between the two blocks (paper)
+    seed: int = 0  # seeds head init and shuffling; same seed, same head on CPU
+    device: str = "auto"  # "auto": cuda if available, else cpu; or any torch device
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "fp32"; "bf16"
+    drop_last: bool = True  # drop the ragged last batch, as the official DataLoader does
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 rows)"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}"),
+            (self.precision in _PRECISIONS, f"precision must be one of {_PRECISIONS}"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.restarts >= 1, "restarts must be >= 1"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be None or > 0"),
+            (self.proj_dim is None or self.proj_dim >= 1, "proj_dim must be None or >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        self.loss_kwargs()  # unknown loss names fail here, not after loading data
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments of `self.loss` (only those it takes)."""
+        if self.loss == "hard_negative":
+            return {"temperature": self.temperature, "top_perc_margin": self.top_perc_margin,
+                    "bottom_perc_margin": self.bottom_perc_margin, "max_neg": self.max_neg}
+        if self.loss == "infonce":
+            return {"temperature": self.temperature}
+        if self.loss == "mse":
+            return {}
+        raise ValueError(
+            f"TrainConfig: unknown loss {self.loss!r}; known: hard_negative, infonce, mse"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (tuples become lists), e.g. for fingerprints and checkpoints."""
+        items = dataclasses.asdict(self).items()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+
+
+def lr_at(
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    *,
+    schedule: str = "cosine",
+    warmup_steps: int = 0,
+    min_lr: float = 1e-6,
+    restarts: int = 10,
+) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total_steps`. Pure.
+
+    Linear warmup from base_lr / warmup_steps to base_lr, then the schedule:
+    "cosine" decays from base_lr to min_lr over the remaining steps; "cosine_restarts"
+    repeats a cosine cycle of total_steps // restarts steps (PyTorch's
+    CosineAnnealingWarmRestarts as the official trainer uses it); "constant" stays.
+    """
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    t = step - warmup_steps
+    if schedule == "cosine":
+        span = max(1, total_steps - warmup_steps)
+        frac = min(max(t / span, 0.0), 1.0)
+    elif schedule == "cosine_restarts":
+        cycle = max(1, (total_steps - warmup_steps) // restarts)
+        frac = (t % cycle) / cycle
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(_SCHEDULES)}")
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * frac))
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected [n, d], got shape {list(t.shape)}")
+    return t.float().cpu()
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _batches(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+    """(start, stop) of each batch. With fewer rows than one batch there is one
+    smaller batch of all rows; a trailing batch of a single row is skipped, since
+    BatchNorm cannot train on it."""
+    size = min(batch_size, n)
+    stops = range(size, n + 1, size) if drop_last else range(size, n + size, size)
+    bounds = [(s - size, min(s, n)) for s in stops]
+    return [(a, b) for a, b in bounds if b - a >= 2]
+
+
+def _training_inputs(text: Any, pivot: Any, offset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked float32 CPU tensors; the text side centred with `offset` (if any)."""
+    x = _as_tensor(text, "text_embeddings")
+    y = _as_tensor(pivot, "pivot_embeddings")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"text_embeddings has {x.shape[0]} rows but pivot_embeddings has {y.shape[0]}; "
+            "rows must be paired by index"
+        )
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 training rows (BatchNorm), got {x.shape[0]}")
+    for name, t in (("text_embeddings", x), ("pivot_embeddings", y)):
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
+            raise ValueError(f"{name}: row {bad} contains NaN or inf")
+    if offset is not None:
+        x = process_embeddings(x, as_vector(offset, x.shape[1], "offset"))
+    return x, y
+
+
+def _build(
+    cfg: TrainConfig, in_dim: int, out_dim: int, device: torch.device
+) -> tuple[ProjectionHead, torch.optim.Optimizer]:
+    """A seeded head (the global RNG is left as it was) and its AdamW optimizer."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        head = ProjectionHead(in_dim, cfg.proj_dim or 2 * in_dim, out_dim,
+                              init_mode=cfg.init_mode, dim_act=cfg.dim_act)
+    head = head.to(device).train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                  eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return head, optimizer
+
+
+def train_projection(
+    text_embeddings: Any,
+    pivot_embeddings: Any,
+    *,
+    offset: Any,
+    config: TrainConfig | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[ProjectionHead, list[dict[str, Any]]]:
+    """Fit a projection head from text embeddings [n, d_in] to pivot embeddings [n, d_out].
+
+    offset: mu_text ([d_in] or [1, d_in], numpy or torch) subtracted from every text
+    row before the head, or None to train on raw embeddings. Rows are paired by index.
+    Returns the head in eval mode (on the training device) and one history row per
+    epoch: {"epoch" (1-based), "loss" (mean over the epoch's rows), "lr" (of its last
+    step), "seconds"}; `progress`, when given, is called with each row as it is made.
+
+    Batches: shuffled each epoch; `drop_last` drops the ragged tail, but when the data
+    has fewer rows than `batch_size` each epoch is one batch of all rows, so training
+    never silently does zero steps. Needs at least 2 rows (BatchNorm).
+    Deterministic on CPU for a given seed; on CUDA the default precision is bf16 autocast.
+    """
+    cfg = config or TrainConfig()
+    x, y = _training_inputs(text_embeddings, pivot_embeddings, offset)
+    device = _resolve_device(cfg.device)
+    head, optimizer = _build(cfg, x.shape[1], y.shape[1], device)
+    x, y = x.to(device), y.to(device)
+    criterion = make_loss(cfg.loss, **cfg.loss_kwargs())
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    batches = _batches(x.shape[0], cfg.batch_size, cfg.drop_last)
+    total_steps = cfg.epochs * len(batches)
+    schedule = dict(schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
+                    min_lr=cfg.min_lr, restarts=cfg.restarts)
+
+    history: list[dict[str, Any]] = []
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        order = torch.randperm(x.shape[0], generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)  # summed on device: one sync per epoch
+        rows = 0
+        for start, stop in batches:
+            lr = lr_at(step, total_steps, cfg.lr, **schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[start:stop]
+            with autocast():
+                loss = criterion(head(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach().float() * (stop - start)
+            rows += stop - start
+            step += 1
+        mean_loss = float(loss_sum) / rows
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"train_projection: loss became {mean_loss} in epoch {epoch}")
+        row = {"epoch": epoch, "loss": mean_loss, "lr": lr,
+               "seconds": time.perf_counter() - started}
+        history.append(row)
+        if progress is not None:
+            progress(dict(row))
+    return head.eval(), history
+
+
+def project(
+    head: ProjectionHead, embeddings: Any, offset: Any = None, batch_size: int = 4096
+) -> np.ndarray:
+    """Map embeddings [n, in_dim] through `head` -> float32 [n, out_dim], rows of unit norm.
+
+    offset: the centroid of the embeddings' own modality (mu_modal for modal items,
+    mu_text for text), or None. Runs in eval mode without gradients on the head's
+    device, in `batch_size` chunks; the head's train/eval mode is restored afterwards.
+    """
+    x = _as_tensor(embeddings, "embeddings")
+    if x.shape[1] != head.in_dim:
+        raise ValueError(f"embeddings have dim {x.shape[1]}, the head expects {head.in_dim}")
+    off = None if offset is None else torch.from_numpy(as_vector(offset, head.in_dim, "offset"))
+    device = next(head.parameters()).device
+    was_training = head.training
+    head.eval()
+    out = np.empty((x.shape[0], head.out_dim), dtype=np.float32)
+    try:
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                chunk = process_embeddings(x[start : start + batch_size], off).to(device)
+                out[start : start + len(chunk)] = head(chunk).float().cpu().numpy()
+    finally:
+        head.train(was_training)
+    return out
