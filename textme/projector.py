@@ -21,6 +21,7 @@ instead of evaluating an untrained head.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -87,6 +88,8 @@ class ProjectionHead(nn.Module):
         init_mode: "xav" (Xavier-uniform weights, the paper's), "eye" (identity-like),
             or "he" (Kaiming-uniform). Biases keep PyTorch's default init.
         dim_act: activation between the two blocks ("gelu" in the paper).
+        generator: draws every initial weight and bias from this generator instead of
+            the global RNG, so heads built in parallel threads stay reproducible.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class ProjectionHead(nn.Module):
         out_dim: int,
         init_mode: str = "xav",
         dim_act: str = "gelu",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_dim", in_dim), ("proj_dim", proj_dim), ("out_dim", out_dim)):
@@ -106,24 +110,26 @@ class ProjectionHead(nn.Module):
         self.in_dim, self.proj_dim, self.out_dim = in_dim, proj_dim, out_dim
         self.init_mode, self.dim_act = init_mode, dim_act.lower()
         self.mlps = nn.Sequential(
-            nn.Linear(in_dim, proj_dim, bias=True),
+            # skip_init: no draw from the global RNG; _init_weights sets every value.
+            nn.utils.skip_init(nn.Linear, in_dim, proj_dim, bias=True),
             nn.BatchNorm1d(proj_dim),
             get_activation(dim_act),
-            nn.Linear(proj_dim, out_dim, bias=True),
+            nn.utils.skip_init(nn.Linear, proj_dim, out_dim, bias=True),
             nn.BatchNorm1d(out_dim),
         )
-        self._init_weights(init_mode)
+        self._init_weights(init_mode, generator)
 
-    def _init_weights(self, mode: str) -> None:
-        # Only the two Linear weight matrices have dim > 1 (BatchNorm's are vectors).
-        for p in self.parameters():
-            if p.dim() > 1:
-                if mode == "xav":
-                    nn.init.xavier_uniform_(p)
-                elif mode == "eye":
-                    nn.init.eye_(p)
-                else:
-                    nn.init.kaiming_uniform_(p, nonlinearity="relu")
+    def _init_weights(self, mode: str, generator: torch.Generator | None) -> None:
+        for layer in (self.mlps[0], self.mlps[3]):
+            if mode == "xav":
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+            elif mode == "eye":
+                nn.init.eye_(layer.weight)
+            else:
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
+            # PyTorch's default Linear bias, drawn from `generator`.
+            bound = 1.0 / math.sqrt(layer.in_features)
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         """[batch, in_dim] -> [batch, out_dim], rows of unit norm."""

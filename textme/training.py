@@ -178,11 +178,11 @@ def _training_inputs(text: Any, pivot: Any, offset: Any) -> tuple[torch.Tensor, 
 def _build(
     cfg: TrainConfig, in_dim: int, out_dim: int, device: torch.device
 ) -> tuple[ProjectionHead, torch.optim.Optimizer]:
-    """A seeded head (the global RNG is left as it was) and its AdamW optimizer."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        head = ProjectionHead(in_dim, cfg.proj_dim or 2 * in_dim, out_dim,
-                              init_mode=cfg.init_mode, dim_act=cfg.dim_act)
+    """A head seeded by its own generator (never the global RNG, which concurrent
+    training threads would share) and its AdamW optimizer."""
+    init = torch.Generator().manual_seed(cfg.seed)
+    head = ProjectionHead(in_dim, cfg.proj_dim or 2 * in_dim, out_dim,
+                          init_mode=cfg.init_mode, dim_act=cfg.dim_act, generator=init)
     head = head.to(device).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=cfg.betas,
                                   eps=cfg.eps, weight_decay=cfg.weight_decay)

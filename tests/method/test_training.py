@@ -163,3 +163,33 @@ def test_bf16_autocast_path_runs_on_cpu(rng):
     _, history = train_projection(text, pivot, offset=None,
                                   config=TrainConfig(epochs=2, batch_size=32, precision="bf16"))
     assert all(math.isfinite(r["loss"]) for r in history)
+
+
+def test_head_ignores_other_threads_using_the_global_rng(rng):
+    # Prefect runs train tasks in threads: a head must not depend on what other threads
+    # do with the global RNG meanwhile.
+    import threading
+
+    text, pivot = _paired(rng)
+    cfg = TrainConfig(epochs=2, batch_size=32, seed=3, device="cpu")
+    alone, _ = train_projection(text, pivot, offset=centroid(text), config=cfg)
+
+    stop = threading.Event()
+
+    def hammer():
+        i = 0
+        while not stop.is_set():
+            torch.manual_seed(i)
+            torch.rand(64)
+            i += 1
+
+    noise = threading.Thread(target=hammer)
+    noise.start()
+    try:
+        disturbed = [train_projection(text, pivot, offset=centroid(text), config=cfg)[0] for _ in range(5)]
+    finally:
+        stop.set()
+        noise.join()
+    for head in disturbed:
+        for key, value in alone.state_dict().items():
+            assert torch.equal(value, head.state_dict()[key]), key
