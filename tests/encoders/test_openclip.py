@@ -1,0 +1,141 @@
+"""open_clip adapters: a tiny custom-config CLIP loaded through the real open_clip code,
+and the paper's presets checked without weights (identity and dimension need none)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from textme.encoders import EncoderInputError, ModelUnavailableError, get_encoder
+
+TEXTS = ["a dog on the grass", "a photo of a cat", "two people walking along a river at night", "a car"]
+
+
+@pytest.fixture
+def clip(tiny_open_clip):
+    return get_encoder("open-clip", **tiny_open_clip, device="cpu")
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(40, 30), (32, 32), (64, 48)]):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_identity_names_config_weights_and_preprocessing(clip, tiny_open_clip):
+    text_id, modal_id = clip.identity("text"), clip.identity("modal")
+    assert clip._model is None
+    json.dumps([text_id, modal_id])
+    assert text_id["model"] == "textme-tiny-clip" and len(text_id["weights_sha256"]) == 64
+    assert text_id["max_length"] == 77 and text_id["tokenizer"] == "open_clip.SimpleTokenizer"
+    pre = modal_id["preprocessing"]
+    assert pre["size"] == [32, 32] and pre["interpolation"] == "bicubic" and len(pre["mean"]) == 3
+    assert "preprocessing" not in text_id and "max_length" not in modal_id
+    assert clip.dim == 32 and clip.modality == "image"
+
+
+def test_text_and_image_outputs(clip, images):
+    t = clip.encode_text(TEXTS)
+    m = clip.encode_modal(images)
+    assert t.shape == (4, 32) and m.shape == (3, 32) and t.dtype == m.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(np.vstack([t, m]), axis=1), 1.0, atol=1e-6)
+    got = clip._model.visual.preprocess_cfg  # open_clip agreed with the identity's preprocessing
+    assert list(got["size"]) == [32, 32]
+
+
+def test_deterministic_and_batch_order_independent(clip, tiny_open_clip, images):
+    alone = np.concatenate([clip.encode_text([t]) for t in TEXTS])
+    mixed = clip.encode_text(TEXTS[::-1], batch_size=3)[::-1]
+    np.testing.assert_allclose(mixed, alone, atol=1e-5)
+    other = get_encoder("open-clip", **tiny_open_clip, device="cpu")
+    np.testing.assert_array_equal(other.encode_text(TEXTS), clip.encode_text(TEXTS))
+    img_alone = np.concatenate([clip.encode_modal([p]) for p in images])
+    np.testing.assert_allclose(clip.encode_modal(images[::-1], batch_size=2)[::-1], img_alone, atol=1e-5)
+
+
+def test_model_config_option_is_the_same_model(tiny_open_clip):
+    a = get_encoder("open-clip", model_config=tiny_open_clip["model"],
+                    pretrained=tiny_open_clip["pretrained"], device="cpu")
+    b = get_encoder("open-clip", **tiny_open_clip, device="cpu")
+    assert a.identity("text") == b.identity("text")
+
+
+def test_unreadable_and_missing_images_are_named(clip, images, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a png")
+    with pytest.raises(EncoderInputError, match=r"image .*broken\.png: cannot be read as an image"):
+        clip.encode_modal([images[0], str(broken)])
+    with pytest.raises(EncoderInputError, match=r"image .*nowhere\.png: file not found"):
+        clip.encode_modal([str(tmp_path / "nowhere.png")])
+
+
+def test_bad_model_and_weights_options(tiny_open_clip):
+    with pytest.raises(ValueError, match="open_clip has no model 'ViT-B-33'; did you mean .*ViT-B-32"):
+        get_encoder("open-clip", model="ViT-B-33", pretrained="openai")
+    with pytest.raises(ValueError, match="needs `pretrained`: a tag .*laion2b_s32b_b79k"):
+        get_encoder("open-clip", model="ViT-H-14")
+    with pytest.raises(ValueError, match="'no-such-tag' for 'ViT-H-14' is neither a file nor a known tag"):
+        get_encoder("open-clip", model="ViT-H-14", pretrained="no-such-tag")
+    with pytest.raises(ValueError, match="disagree"):
+        get_encoder("open-clip", model="ViT-B-32", model_config=tiny_open_clip["model"],
+                    pretrained=tiny_open_clip["pretrained"])
+
+
+def test_paper_presets_without_weights():
+    clip = get_encoder("clip")
+    assert clip.dim == 1024 and clip.modality == "image"  # from open_clip's config, no weights
+    ident = clip.identity("modal")
+    assert ident["model"] == "ViT-H-14" and ident["pretrained"] == "laion2b_s32b_b79k"
+    assert ident["quick_gelu"] is False and ident["preprocessing"]["size"] == [224, 224]
+    openai = get_encoder("open-clip", model="ViT-L-14", pretrained="openai")
+    assert openai.dim == 768 and openai.identity("text")["quick_gelu"] is True  # as the tag was trained
+
+    remote = get_encoder("remoteclip")
+    rid = remote.identity("modal")
+    assert remote.dim == 768 and remote.modality == "satellite"
+    assert rid["hub_file"] == "chendelong/RemoteCLIP/RemoteCLIP-ViT-L-14.pt"
+    assert rid["revision"] == "main"  # offline, nothing cached: the revision as written
+
+    uni3d = get_encoder("uni3d-text")
+    assert uni3d.towers == ("text",) and uni3d.dim == 1024 and uni3d.modality == "point"
+    with pytest.raises(ValueError, match="has no tower 'modal'"):
+        uni3d.encode_modal(["cloud.npy"])
+
+
+def test_remoteclip_local_checkpoint(tiny_open_clip):
+    enc = get_encoder("remoteclip", model=tiny_open_clip["model"], checkpoint=tiny_open_clip["pretrained"],
+                      device="cpu")
+    assert enc.encode_text(TEXTS).shape == (4, 32)
+    assert "weights_sha256" in enc.identity("text")
+
+
+def test_offline_tag_is_one_clear_line():
+    enc = get_encoder("clip", device="cpu")
+    with pytest.raises(ModelUnavailableError) as info:
+        enc.encode_text(["a dog"])
+    msg = str(info.value)
+    assert "\n" not in msg and "ViT-H-14/laion2b_s32b_b79k" in msg and "could not be fetched" in msg
+    assert "`pretrained: /local/" in msg and "HF_HUB_OFFLINE" in msg
+
+
+def test_offline_hub_checkpoint_is_one_clear_line():
+    with pytest.raises(ModelUnavailableError) as info:
+        get_encoder("remoteclip", device="cpu").encode_text(["a harbour"])
+    msg = str(info.value)
+    assert "\n" not in msg and "'RemoteCLIP-ViT-L-14.pt' of 'chendelong/RemoteCLIP'" in msg
+    assert "could not be fetched" in msg and "`checkpoint: /local/RemoteCLIP-ViT-L-14.pt`" in msg
+
+
+def test_text_only_tower_drops_the_image_tower(tiny_open_clip):
+    enc = get_encoder("open-clip", **tiny_open_clip, towers=("text",), device="cpu")
+    enc.encode_text(["a dog"])
+    assert isinstance(enc._model.visual, torch.nn.Identity)

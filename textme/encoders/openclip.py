@@ -1,0 +1,293 @@
+"""CLIP-family encoders through open_clip: any architecture, any pretrained tag or file.
+
+Built-in names:
+- "open-clip": any `open_clip.list_models()` architecture (or a custom JSON config
+  file) with a pretrained tag, a local checkpoint file, or an `hf://owner/repo/file`
+  checkpoint on the hub.
+- "clip": the paper's image encoder. The TextME table lists CLIP at 1024 dimensions, and
+  its released CLIP projection (85 MB, the same size as Uni3D's 1024-d one; the 768-d
+  ones are 59 MB) confirms an input of 1024, so not ViT-L/14 (768-d, which the TextME code
+  names). Among open_clip's 1024-d models, ViT-H-14 laion2b_s32b_b79k scores 77.64 R@1
+  on Flickr30k text->image in open_clip's retrieval table, against the paper's
+  "pretrained" 77.70 (ViT-g-14 laion2b_s34b_b88k, also 1024-d, scores 77.72: the other
+  candidate; pass `model`/`pretrained` to use it).
+- "remoteclip": RemoteCLIP = open_clip architecture + the authors' checkpoint from the
+  hub repo chendelong/RemoteCLIP (ViT-L-14 gives the paper's 768-d), or a local file.
+- "uni3d-text": Uni3D's text side, the EVA-CLIP text tower it was aligned to
+  (open_clip EVA02-E-14-plus, laion2b_s9b_b144k, 1024-d); text tower only, the image
+  tower is dropped after loading.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Encoder, resolve_dtype, torch_dtype
+from .batching import run_in_batches
+from .errors import ModelUnavailableError
+from .hub import download_hf_file, hf_file_identity, is_offline, parse_hf_file, sha256_file
+from .inputs import load_image
+from .registry import register_encoder
+
+_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _canonical_sha256(obj: Any) -> str:
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _unknown_model(model: str) -> ValueError:
+    import open_clip
+
+    names = open_clip.list_models()
+    close = difflib.get_close_matches(model, names, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"open_clip has no model {model!r}{hint} ({len(names)} known: see "
+                      f"open_clip.list_models()), and it is not a JSON config file")
+
+
+@register_encoder("open-clip")
+class OpenClipEncoder(Encoder):
+    """An open_clip model: text tower ("text") and image tower ("modal")."""
+
+    adapter = "open-clip"
+    embed_code_version = "1"
+    default_batch_size = 64
+    local_option = "pretrained"  # the option that points at a local weights file
+
+    def __init__(self, *, model: str | None = None, pretrained: str | None = None,
+                 model_config: str | None = None, quick_gelu: bool | None = None,
+                 dtype: str = "float32", modality: str = "image",
+                 towers: Sequence[str] = ("text", "modal"), device: str = "auto",
+                 batch_size: int | None = None) -> None:
+        super().__init__(device=device, batch_size=batch_size)
+        import open_clip
+
+        if model_config is None and model is not None and model.endswith(".json"):
+            model_config = model
+        if model_config is not None:
+            path = Path(model_config).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"open_clip model config {path} not found")
+            self.arch = path.stem
+            if model not in (None, str(model_config), self.arch):
+                raise ValueError(f"model {model!r} and model_config {str(path)!r} disagree: "
+                                 f"a custom config's model name is its file stem {self.arch!r}")
+            self.config_path: Path | None = path
+            self.config: dict[str, Any] = json.loads(path.read_text())
+        elif model is None:
+            raise ValueError("open-clip needs `model` (an open_clip model name) or `model_config`")
+        else:
+            self.arch, self.config_path = model, None
+            self.config = open_clip.get_model_config(model)
+            if self.config is None:
+                raise _unknown_model(model)
+        for key in ("embed_dim", "vision_cfg", "text_cfg"):
+            if key not in self.config:
+                raise ValueError(f"open_clip config for {self.arch!r} has no {key!r}")
+
+        self.pretrained = self._check_pretrained(pretrained)
+        self.tag_cfg = (open_clip.get_pretrained_cfg(self.arch, self.pretrained)
+                        if self._weights_kind == "tag" else {})
+        if quick_gelu is None:
+            quick_gelu = bool(self.tag_cfg.get("quick_gelu", self.config.get("quick_gelu", False)))
+        self.quick_gelu = bool(quick_gelu)
+        self._dtype_option = dtype
+        resolve_dtype(dtype, "cpu")  # validate the name early
+        self.modality = modality
+        bad = [t for t in towers if t not in ("text", "modal")]
+        if bad or not towers:
+            raise ValueError(f"towers {list(towers)!r}: expected a non-empty subset of ('text', 'modal')")
+        self.towers = tuple(towers)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._preprocess: Any = None
+
+    # ---- weights -----------------------------------------------------------------
+    def _check_pretrained(self, pretrained: str | None) -> str:
+        import open_clip
+
+        if not pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(self.arch)
+            raise ValueError(f"open-clip model {self.arch!r} needs `pretrained`: a tag "
+                             f"({', '.join(tags) or 'none for this model'}), a checkpoint file, "
+                             f"or hf://owner/repo/file")
+        if parse_hf_file(pretrained):
+            self._weights_kind = "hub_file"
+        elif os.path.isfile(os.path.expanduser(pretrained)):
+            self._weights_kind = "file"
+            pretrained = os.path.expanduser(pretrained)
+        elif open_clip.get_pretrained_cfg(self.arch, pretrained):
+            self._weights_kind = "tag"
+        else:
+            tags = open_clip.list_pretrained_tags_by_model(self.arch)
+            raise ValueError(f"pretrained {pretrained!r} for {self.arch!r} is neither a file nor a "
+                             f"known tag (tags: {', '.join(tags) or 'none'})")
+        return pretrained
+
+    def _weights_identity(self) -> dict[str, Any]:
+        if self._weights_kind == "tag":
+            return {"pretrained": self.pretrained, "hf_hub": self.tag_cfg.get("hf_hub") or None}
+        if self._weights_kind == "hub_file":
+            return hf_file_identity(self.pretrained)
+        return {"weights_sha256": sha256_file(self.pretrained)}
+
+    def _fetch_weights(self) -> str:
+        """A tag (fetched into the cache here, so failure is one clear line) or a file path."""
+        import open_clip
+
+        if self._weights_kind == "hub_file":
+            return download_hf_file(self.pretrained, option=self.local_option)
+        if self._weights_kind == "tag":
+            try:
+                open_clip.download_pretrained(self.tag_cfg)
+            except Exception:
+                where = self.tag_cfg.get("hf_hub") or self.tag_cfg.get("url") or "its source"
+                why = "HF_HUB_OFFLINE is set" if is_offline() else "offline, or missing?"
+                raise ModelUnavailableError(
+                    f"open_clip weights {self.arch}/{self.pretrained} could not be fetched from "
+                    f"{where.rstrip('/')} ({why}); download the checkpoint elsewhere and set "
+                    f"`{self.local_option}: /local/checkpoint.safetensors`") from None
+        return self.pretrained
+
+    # ---- identity and dimension --------------------------------------------------
+    @property
+    def dtype(self) -> str:
+        return resolve_dtype(self._dtype_option, self.device, auto_on_cuda="float32")
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    def preprocess_cfg(self) -> dict[str, Any]:
+        """Image preprocessing as open_clip will resolve it: defaults <- config <- tag."""
+        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+        cfg = merge_preprocess_dict(asdict(PreprocessCfg()), self.config.get("preprocess_cfg", {}))
+        cfg = merge_preprocess_dict(cfg, self.tag_cfg)
+        size = self.config["vision_cfg"].get("image_size", cfg["size"])
+        cfg["size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.items())}
+
+    def _identity(self, tower: str) -> dict[str, Any]:
+        ident: dict[str, Any] = {"model": self.arch}
+        if self.config_path is not None:
+            ident["model_config_sha256"] = _canonical_sha256(self.config)
+        ident.update(self._weights_identity())
+        ident.update({"quick_gelu": self.quick_gelu, "dtype": self.dtype, "normalisation": "l2"})
+        if tower == "text":
+            text_cfg = self.config["text_cfg"]
+            ident["pooling"] = text_cfg.get("pool_type", "argmax")
+            ident["max_length"] = int(text_cfg.get("context_length", 77))
+            ident["tokenizer"] = text_cfg.get("hf_tokenizer_name") or "open_clip.SimpleTokenizer"
+        else:
+            vision_cfg = self.config["vision_cfg"]
+            ident["pooling"] = vision_cfg.get("pool_type") or vision_cfg.get("timm_pool") or "tok"
+            ident["preprocessing"] = self.preprocess_cfg()
+        return ident
+
+    # ---- loading -----------------------------------------------------------------
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import open_clip
+        import torch
+
+        if self.config_path is not None:
+            open_clip.add_model_config(self.config_path)
+        weights = self._fetch_weights()
+        kwargs: dict[str, Any] = {}
+        if self.quick_gelu:
+            kwargs["force_quick_gelu"] = True
+        elif self.config.get("quick_gelu"):
+            kwargs["quick_gelu"] = False
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            self.arch, pretrained=weights, precision=_PRECISION[self.dtype], device=self.device,
+            **kwargs)
+        if "modal" not in self.towers and hasattr(model, "visual"):
+            model.visual = torch.nn.Identity()  # text-only use: free the image tower
+        elif "modal" in self.towers:
+            got = {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in sorted(model.visual.preprocess_cfg.items())}
+            if got != self.preprocess_cfg():
+                raise RuntimeError(f"open_clip resolved preprocessing {got} for {self.arch!r}, but the "
+                                   f"identity says {self.preprocess_cfg()}: bump embed_code_version")
+        self._model = model.eval()
+        self._tokenizer = open_clip.get_tokenizer(self.arch)
+        self._preprocess = preprocess
+
+    def unload(self) -> None:
+        self._model = self._tokenizer = self._preprocess = None
+
+    # ---- encoding ----------------------------------------------------------------
+    def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
+        self._load()
+        batch = self._text_batch if tower == "text" else self._image_batch
+
+        def run(idx: list[int]) -> np.ndarray:
+            return batch([items[i] for i in idx])
+
+        vecs, _ = run_in_batches(len(items), run, batch_size=batch_size, progress=progress,
+                                 desc=f"{self.name or self.adapter} {tower}")
+        return vecs
+
+    def _text_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        tokens = self._tokenizer(texts).to(self.device)
+        with torch.inference_mode():
+            return self._model.encode_text(tokens, normalize=True).float().cpu().numpy()
+
+    def _image_batch(self, paths: list[str]) -> np.ndarray:
+        import torch
+
+        pixels = torch.stack([self._preprocess(load_image(p)) for p in paths])
+        pixels = pixels.to(self.device, dtype=torch_dtype(self.dtype))
+        with torch.inference_mode():
+            return self._model.encode_image(pixels, normalize=True).float().cpu().numpy()
+
+
+def _preset(model: str, pretrained: str, modality: str, towers: Sequence[str] = ("text", "modal")):
+    def factory(*, model: str = model, pretrained: str = pretrained, quick_gelu: bool | None = None,
+                dtype: str = "float32", modality: str = modality, towers: Sequence[str] = towers,
+                device: str = "auto", batch_size: int | None = None) -> OpenClipEncoder:
+        return OpenClipEncoder(model=model, pretrained=pretrained, quick_gelu=quick_gelu, dtype=dtype,
+                               modality=modality, towers=towers, device=device, batch_size=batch_size)
+
+    return factory
+
+
+CLIP_MODEL, CLIP_PRETRAINED = "ViT-H-14", "laion2b_s32b_b79k"
+UNI3D_TEXT_MODEL, UNI3D_TEXT_PRETRAINED = "EVA02-E-14-plus", "laion2b_s9b_b144k"
+REMOTECLIP_REPO = "chendelong/RemoteCLIP"
+
+register_encoder("clip")(_preset(CLIP_MODEL, CLIP_PRETRAINED, "image"))
+register_encoder("uni3d-text")(_preset(UNI3D_TEXT_MODEL, UNI3D_TEXT_PRETRAINED, "point", ("text",)))
+
+
+@register_encoder("remoteclip")
+def remoteclip(*, model: str = "ViT-L-14", checkpoint: str | None = None, revision: str | None = None,
+               quick_gelu: bool | None = False, dtype: str = "float32", modality: str = "satellite",
+               device: str = "auto", batch_size: int | None = None) -> OpenClipEncoder:
+    """RemoteCLIP: `checkpoint` is a local file, else RemoteCLIP-{model}.pt from the hub repo.
+
+    quick_gelu defaults to False because the RemoteCLIP README loads its checkpoints into
+    `open_clip.create_model_and_transforms(model_name)`, whose configs use plain GELU.
+    """
+    if checkpoint is None:
+        checkpoint = f"hf://{REMOTECLIP_REPO}/RemoteCLIP-{model}.pt" + (f"@{revision}" if revision else "")
+    enc = OpenClipEncoder(model=model, pretrained=checkpoint, quick_gelu=quick_gelu, dtype=dtype,
+                          modality=modality, device=device, batch_size=batch_size)
+    enc.local_option = "checkpoint"
+    return enc
