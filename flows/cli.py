@@ -1,0 +1,319 @@
+"""The `textme` command: run the pipeline, inspect it, query and search its results.
+
+    textme run CONFIG [--runner thread|dask] [--dask-workers N] [--dask-address URL]
+    textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
+    textme refresh CONFIG [--force]              re-run if a caption source changed
+    textme status CONFIG [--json]                cached / missing / stale per stage
+    textme query "SQL" [--config CONFIG | --catalog PATH]
+    textme search CONFIG "text" [--modality M] [--k 10]
+    textme cache verify CONFIG
+    textme cache gc CONFIG [CONFIG ...] [--dry-run]
+
+A bad config, a missing file or an empty caption column is one line on stderr and exit
+status 2, before anything is written; a failed run exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+# Before Prefect is imported anywhere: no usage analytics from a server the CLI starts.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+app = typer.Typer(
+    name="textme",
+    help="TextME as a cached, resumable Prefect pipeline (arXiv 2602.03098).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="Inspect and clean the embedding cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+# Tables are wide; when output is not a terminal (pipes, CI logs) do not squeeze them to 80.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+err = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
+    first = " ".join(str(message).split()) or "error"
+    err.print(f"error: {first}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from tasks.validate import user_errors
+
+    return user_errors()
+
+
+def _load(config: Path, *, check_inputs: bool = False):
+    """Load (and optionally preflight) a config; user errors exit with one line."""
+    from tasks.config import load_config
+
+    try:
+        cfg = load_config(config)
+        if check_inputs:
+            from tasks.validate import preflight
+
+            preflight(cfg, assets_ready=False)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    return cfg
+
+
+def _stand_in_caption(rows: list[dict[str, Any]]) -> str | None:
+    from tasks.results import STAND_IN_NOTE
+
+    return STAND_IN_NOTE if any(r.get("stand_in") for r in rows) else None
+
+
+def _results_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """One line per (evaluation, direction, metric); one column per variant."""
+    variants = [v for v in ("textme", "uncentred", "native", "chance") if any(r["variant"] == v for r in rows)]
+    grouped: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        target = r["target_encoder"]
+        grouped.setdefault((r["eval_name"], r["task"], target, r["metric"]), {})[r["variant"]] = r["value"]
+    table = Table(title=title, caption=_stand_in_caption(rows), caption_style="bold yellow")
+    for col in ("evaluation", "task", "encoder", "metric"):
+        table.add_column(col, no_wrap=True)
+    for v in variants:
+        table.add_column(v, justify="right")
+    for (evaluation, task, target, metric), values in grouped.items():
+        cells = [f"{values[v]:.2f}" if v in values else "" for v in variants]
+        table.add_row(evaluation, task, target, metric, *cells)
+    return table
+
+
+def _run_rows(cfg: Any, run_id: str) -> list[dict[str, Any]]:
+    from tasks.common import open_tables
+
+    try:
+        table = open_tables(cfg).read("results")
+    except Exception:
+        return []
+    return [r for r in table.to_pylist() if r["run_id"] == run_id]
+
+
+def _run_flow(flow_obj: Any, cfg: Any, kwargs: dict[str, Any]) -> Any:
+    """Run a flow; a failure prints its root cause in one line and exits 1."""
+    state = flow_obj(**kwargs, return_state=True)
+    if not state.is_completed():
+        exc = state.result(raise_on_failure=False)
+        message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message)
+        if isinstance(exc, _user_errors()):
+            _fail(str(exc))
+        _fail(f"{cfg.name}: run failed: {message}", EXIT_RUN_FAILED)
+    return state
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    runner: str = typer.Option("thread", help="Task runner: thread (default) or dask."),
+    dask_workers: int = typer.Option(2, help="Worker processes of the local Dask cluster."),
+    dask_address: Optional[str] = typer.Option(None, help="Use an existing Dask scheduler instead."),
+    threads: Optional[int] = typer.Option(None, help="Thread pool size (thread runner)."),
+) -> None:
+    """Run the whole pipeline (cached: a re-run only computes what changed)."""
+    from flows.runners import RUNNERS, make_runner
+
+    if runner not in RUNNERS:
+        _fail(f"--runner: unknown task runner {runner!r}; known: {', '.join(RUNNERS)}")
+    cfg = _load(config, check_inputs=True)
+    from flows.pipeline import pipeline
+
+    task_runner = make_runner(runner, workers=dask_workers if runner == "dask" else threads, address=dask_address)
+    state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, {"config": str(config)})
+    rows = _run_rows(cfg, str(state.state_details.flow_run_id))
+    if rows:
+        out.print(_results_table(rows, f"TextME results: {cfg.name}"))
+    out.print(f"catalog: {Path(cfg.workdir) / 'catalog.duckdb'}  (textme query \"SELECT * FROM results\" "
+              f"--config {config})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Evaluation entries to run (default: all)."),
+) -> None:
+    """Re-run evaluations with the heads the pipeline already trained."""
+    cfg = _load(config, check_inputs=True)
+    from flows.evaluate import evaluate_only
+
+    state = _run_flow(evaluate_only, cfg, {"config": str(config), "evaluations": only or None})
+    rows = _run_rows(cfg, str(state.state_details.flow_run_id))
+    if rows:
+        out.print(_results_table(rows, f"TextME evaluation: {cfg.name}"))
+
+
+@app.command()
+def refresh(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    force: bool = typer.Option(False, help="Run the pipeline even if no source changed."),
+) -> None:
+    """Re-run the pipeline if a caption source changed since the last refresh."""
+    cfg = _load(config, check_inputs=True)
+    from flows.refresh import refresh as refresh_flow
+
+    state = _run_flow(refresh_flow, cfg, {"config": str(config), "force": force})
+    result = state.result()
+    out.print(f"changed: {', '.join(result['changed']) or 'nothing'}; pipeline ran: {result['ran']}")
+
+
+@app.command()
+def status(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Per stage and encoder: cached, missing or stale; vectors per cache namespace.
+
+    Loads no model: keys come from encoder identities, the cache and the tables."""
+    cfg = _load(config)
+    from tasks.status import collect_status
+
+    try:
+        report = collect_status(cfg)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+        return
+    table = Table(title=f"Pipeline status: {cfg.name}")
+    for col in ("stage", "unit", "status", "key", "detail"):
+        table.add_column(col)
+    colour = {"cached": "green", "stale": "yellow", "missing": "red"}
+    for st in report["stages"]:
+        table.add_row(st["stage"], st["unit"], f"[{colour[st['status']]}]{st['status']}[/]",
+                      (st["key"] or "")[:20], st["detail"])
+    out.print(table)
+    ns_table = Table(title=f"Embedding cache: {cfg.cache}")
+    for col in ("encoder", "tower", "namespace", "vectors", "dim"):
+        ns_table.add_column(col, justify="right" if col in ("vectors", "dim") else "left")
+    for ns in report["namespaces"]:
+        ns_table.add_row(ns["encoder"], ns["tower"], ns["id"][:16], str(ns["count"]), str(ns["dim"] or ""))
+    out.print(ns_table)
+    if report["runs"]:
+        last = report["runs"][-1]
+        out.print(f"last run: {last['run_id']} {last['flow']} {last['status']} (started {last['started_at']})")
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="SQL over the catalog's views (results, runs, training, ...)."),
+    config: Optional[Path] = typer.Option(None, help="Config whose workdir holds the catalog."),
+    catalog: Optional[Path] = typer.Option(None, help="Path of a catalog.duckdb file."),
+    limit: int = typer.Option(200, help="Rows shown at most."),
+) -> None:
+    """Run read-only SQL on the DuckDB catalog and show the rows."""
+    import duckdb
+
+    if (config is None) == (catalog is None):
+        _fail("give exactly one of --config CONFIG or --catalog PATH")
+    if catalog is None:
+        catalog = Path(_load(config).workdir) / "catalog.duckdb"
+    if not catalog.is_file():
+        _fail(f"{catalog}: no catalog yet (run `textme run` first)")
+    try:
+        con = duckdb.connect(str(catalog), read_only=True)
+        try:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchmany(limit + 1)
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        _fail(f"query failed: {str(exc).splitlines()[0]}")
+    table = Table(caption=f"first {limit} rows" if len(rows) > limit else None)
+    for col in columns:
+        table.add_column(col)
+    for row in rows[:limit]:
+        table.add_row(*("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
+    out.print(table)
+
+
+@app.command()
+def search(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    text: str = typer.Argument(..., help="What to look for, in words."),
+    modality: Optional[str] = typer.Option(None, help="Only this modality (image, audio, point, ...)."),
+    k: int = typer.Option(10, help="Results to show."),
+) -> None:
+    """Search every projected corpus (any modality) with a text query, in the pivot space."""
+    cfg = _load(config)
+    from tasks.search import search_corpora
+
+    try:
+        hits, stand_in = search_corpora(cfg, text, modality=modality, k=k)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    from tasks.results import STAND_IN_NOTE
+
+    table = Table(title=f"{text!r}", caption=STAND_IN_NOTE if stand_in else None, caption_style="bold yellow")
+    for col in ("rank", "score", "modality", "encoder", "item"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for i, h in enumerate(hits, start=1):
+        table.add_row(str(i), f"{h['score']:.3f}", h["modality"] or "", h["encoder"], h["item"])
+    out.print(table)
+
+
+@cache_app.command("verify")
+def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
+    """Check every cache namespace's segments; exit 1 if any is damaged."""
+    cfg = _load(config)
+    from tasks.common import open_cache
+
+    reports = open_cache(cfg).verify()
+    table = Table(title=f"Cache verify: {cfg.cache}")
+    for col in ("namespace", "segments", "rows", "damaged", "unpublished"):
+        table.add_column(col)
+    bad = False
+    for r in reports:
+        bad = bad or not r.ok
+        table.add_row(r.namespace[:16], str(r.segments), str(r.rows), str(len(r.bad)), str(len(r.unpublished)))
+    out.print(table)
+    for r in reports:
+        if not r.ok:
+            err.print(str(r), markup=False)
+    if bad:
+        raise typer.Exit(EXIT_RUN_FAILED)
+
+
+@cache_app.command("gc")
+def cache_gc(
+    configs: list[Path] = typer.Argument(..., help="Config(s) whose namespaces are kept."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+) -> None:
+    """Delete cache namespaces no given config uses (and the stage records that point to them)."""
+    from tasks.status import collect_gc
+
+    cfgs = [_load(c) for c in configs]
+    try:
+        removed = collect_gc(cfgs, dry_run=dry_run)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    verb = "would remove" if dry_run else "removed"
+    if not removed:
+        out.print("nothing to remove")
+    for ns in removed:
+        out.print(f"{verb} namespace {ns['id'][:16]} ({ns['count']} vectors; {ns['identity']})")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,116 @@
+"""The TextME pipeline as a Prefect flow. Reads top-down as the DAG:
+
+    ingest (per dataset)
+      -> embed: pivot texts | per encoder: text tower, modal items   (fan out)
+      -> offsets (per encoder) -> train (per encoder; + uncentred ablation)
+      -> evaluate (per evaluation entry)                             (join)
+      -> results (one writer: results table, DuckDB catalog, artifacts)
+
+Tasks get the path of the resolved config snapshot and small manifests; every cached
+task's key comes from tasks/keys.py, so a re-run with nothing changed is all cache hits
+and a changed caption costs one vector per tower.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import flow, unmapped
+
+from tasks.common import now, with_workspace
+from tasks.config import PipelineConfig, config_to_dict, load_config
+from tasks.demo_assets import prepare_demo_assets
+from tasks.embed import embed_items, embed_texts
+from tasks.evaluate import evaluate
+from tasks.ingest import ingest
+from tasks.keys import config_fingerprint
+from tasks.offsets import compute_offsets
+from tasks.results import record_run, write_results
+from tasks.train import train
+from tasks.validate import pivot_datasets, preflight, text_datasets, used_datasets
+from tasks.workspace import Workspace, atomic_write_text
+
+__all__ = ["pipeline", "run_pipeline_dag", "prepare", "write_snapshot"]
+
+
+def write_snapshot(cfg: PipelineConfig, config_fp: str) -> str:
+    """Store the resolved config as configs/<fp>.json (what every task loads)."""
+    path = Workspace.of(cfg).config_snapshot(config_fp)
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=1, sort_keys=True))
+    return str(path)
+
+
+def prepare(config: str) -> tuple[PipelineConfig, str, str]:
+    """Load + validate the config, build demo assets if asked, check every input, and
+    write the snapshot: (cfg, snapshot path, config fingerprint). Nothing reaches the
+    cache or the tables before every check has passed."""
+    cfg = load_config(config)
+    if cfg.demo:
+        prepare_demo_assets(cfg.workdir)
+    preflight(cfg, assets_ready=True)
+    config_fp = config_fingerprint(cfg)
+    return cfg, write_snapshot(cfg, config_fp), config_fp
+
+
+def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict[str, Any]:
+    ws = Workspace.of(cfg)
+    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_evaluate = (
+        with_workspace(t, ws) for t in (ingest, embed_texts, embed_items, compute_offsets, train, evaluate)
+    )
+
+    datasets = used_datasets(cfg)
+    captions = dict(zip(datasets, t_ingest.map(unmapped(snapshot), datasets)))
+
+    pivot = t_embed_texts.submit(snapshot, "pivot", "text", [captions[d] for d in pivot_datasets(cfg)])
+    text = {
+        e: t_embed_texts.submit(snapshot, e, "text", [captions[d] for d in text_datasets(cfg, e)])
+        for e in cfg.encoders
+    }
+    modal = {e: t_embed_items.submit(snapshot, e) for e in cfg.encoders}
+
+    offsets = {
+        e: t_offsets.submit(snapshot, e, text[e], modal[e], captions[entry.offset_dataset])
+        for e, entry in cfg.encoders.items()
+    }
+    heads = {}
+    for e, entry in cfg.encoders.items():
+        train_captions = [captions[d] for d in entry.train_on]
+        heads[e] = {
+            "offset": offsets[e],
+            "textme": t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]),
+            "uncentred": (
+                t_train.submit(snapshot, e, text[e], pivot, train_captions, None)
+                if cfg.training.ablate_centring
+                else None
+            ),
+        }
+
+    evaluations = [
+        t_evaluate.submit(snapshot, spec.name, {e: heads[e] for e in spec.encoders()}, pivot)
+        for spec in cfg.evaluation
+    ]
+    return write_results.submit(snapshot, evaluations, heads, config_fp).result()
+
+
+@flow(name="textme-pipeline", log_prints=True)
+def pipeline(config: str) -> dict[str, Any]:
+    """Run TextME end to end for one config file (cached, resumable, fanned out)."""
+    started = now()
+    cfg, snapshot, config_fp = prepare(config)
+    record_run(cfg, flow="textme-pipeline", status="running", config_fp=config_fp, started=started)
+    try:
+        summary = run_pipeline_dag(cfg, snapshot, config_fp)
+    except BaseException as exc:
+        record_run(cfg, flow="textme-pipeline", status="failed", config_fp=config_fp, started=started, finished=now())
+        raise
+    record_run(cfg, flow="textme-pipeline", status="completed", config_fp=config_fp, started=started,
+               finished=now())
+    return {**summary, "config_fp": config_fp, "name": cfg.name}
+
+
+if __name__ == "__main__":  # python -m flows.pipeline CONFIG
+    import sys
+
+    pipeline(sys.argv[1])

@@ -1,0 +1,195 @@
+"""Stage 2, embed: captions (or modal items) -> vectors in the embedding cache.
+
+The cache is asked which keys it lacks; only those are encoded, in chunks, and each
+chunk is committed (`ns.put`) before the next is encoded, so a killed run loses at most
+one chunk and the re-run resumes from there. Chunks are cut from the missing keys in
+request order, so an interrupted and an uninterrupted run encode the same batches.
+Every call logs one `embed_log` row: how many vectors were asked for, how many computed.
+
+Nothing but small manifests leaves this module: downstream stages read vectors back
+from the cache by key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Sequence
+
+from prefect import task
+
+from tasks import keys
+from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, now, open_cache, open_tables, write_manifest
+from tasks.config import PipelineConfig
+from tasks.inputs import sample_items
+from tasks.workspace import Workspace, atomic_write_text, read_json
+
+__all__ = [
+    "embed_texts",
+    "embed_items",
+    "embed_captions",
+    "embed_item_sample",
+    "fill_cache",
+    "log_embedding",
+    "open_namespace",
+    "namespace_of",
+    "read_item_sample",
+    "chunk_size",
+]
+
+DEFAULT_CHUNK = 4096
+
+
+def chunk_size() -> int:
+    """Inputs encoded per committed chunk (TEXTME_EMBED_CHUNK; never changes outputs)."""
+    value = os.environ.get("TEXTME_EMBED_CHUNK", "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else DEFAULT_CHUNK
+
+
+def open_namespace(cfg: PipelineConfig, encoder: str, tower: str):
+    """(namespace, encoder object) for one tower of a config's encoder.
+
+    An existing namespace is opened by id, so nothing asks the encoder for its `dim`
+    (which may load the model) unless the namespace is new.
+    """
+    ref = keys.encoder_ref(cfg, encoder)
+    enc = keys.build_encoder(ref.encoder, ref.options)
+    identity = enc.identity(tower)
+    cache = open_cache(cfg)
+    try:
+        ns = cache.open_namespace(keys.namespace_id(identity))
+    except KeyError:
+        ns = cache.namespace(identity, dim=enc.dim)
+    return ns, enc
+
+
+def namespace_of(cfg: PipelineConfig, manifest: dict[str, Any]):
+    """The cache namespace an embed manifest wrote to."""
+    return open_cache(cfg).open_namespace(manifest["namespace"])
+
+
+def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequence[str]) -> tuple[int, int]:
+    """Encode the inputs whose keys `ns` lacks, committing chunk by chunk.
+
+    Returns (n_requested: distinct keys asked for, n_computed: vectors newly stored).
+    """
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys_):
+        first.setdefault(k, i)
+    missing = ns.missing(list(first))
+    computed = 0
+    step = chunk_size()
+    for start in range(0, len(missing), step):
+        chunk = missing[start : start + step]
+        vectors = enc.encode(tower, [inputs[first[k]] for k in chunk])
+        computed += ns.put(chunk, vectors)
+    return len(first), computed
+
+
+def log_embedding(cfg: PipelineConfig, key: str, entries: list[dict[str, Any]]) -> None:
+    """embed_log rows for one stage call: entries of encoder, tower, namespace,
+    n_requested, n_computed, seconds. part = (run, stage key): a retried attempt
+    keeps the first rows written instead of adding more."""
+    run_id = current_run_id()
+    logged_at = now()
+    rows = [
+        {
+            "run_id": run_id,
+            "stage": key,
+            "encoder": e["encoder"],
+            "tower": e["tower"],
+            "namespace": e["namespace"],
+            "n_requested": int(e["n_requested"]),
+            "n_computed": int(e["n_computed"]),
+            "seconds": float(e.get("seconds", 0.0)),
+            "created_at": logged_at,
+        }
+        for e in entries
+    ]
+    if rows:
+        open_tables(cfg).append("embed_log", rows, part=f"{run_id}-{key}")
+
+
+def embed_captions(cfg: PipelineConfig, encoder: str, tower: str, captions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Embed every caption of the given snapshots with one tower of one encoder."""
+    from tasks.ingest import read_snapshot
+
+    key = keys.embed_texts_key(cfg, encoder, tower, captions)
+    shas: list[str] = []
+    texts: list[str] = []
+    for manifest in captions:
+        s, t = read_snapshot(cfg, manifest)
+        shas.extend(s)
+        texts.extend(t)
+    started = time.perf_counter()
+    ns, enc = open_namespace(cfg, encoder, tower)
+    requested, computed = fill_cache(ns, enc, tower, shas, texts)
+    seconds = time.perf_counter() - started
+    log_embedding(cfg, key, [{"encoder": encoder, "tower": tower, "namespace": ns.id, "n_requested": requested,
+                              "n_computed": computed, "seconds": seconds}])
+    logger().info("embed %s/%s: %d texts requested, %d computed (%.1fs)", encoder, tower, requested, computed, seconds)
+    manifest = {
+        "stage": "embed",
+        "encoder": encoder,
+        "tower": tower,
+        "namespace": ns.id,
+        "dim": int(ns.dim),
+        "captions": [c["captions_fp"] for c in captions],
+        "n_requested": requested,
+        "n_computed": computed,
+    }
+    return write_manifest(Workspace.of(cfg), key, manifest)
+
+
+def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
+    """Embed the sampled modal items of the encoder's offset dataset (for mu_modal)."""
+    key = keys.embed_items_key(cfg, encoder)
+    entry = cfg.encoders[encoder]
+    sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
+    started = time.perf_counter()
+    ns, enc = open_namespace(cfg, encoder, "modal")
+    requested, computed = fill_cache(ns, enc, "modal", sample.keys, sample.paths)
+    seconds = time.perf_counter() - started
+    log_embedding(cfg, key, [{"encoder": encoder, "tower": "modal", "namespace": ns.id, "n_requested": requested,
+                              "n_computed": computed, "seconds": seconds}])
+    logger().info("embed %s/modal: %d items requested, %d computed (%.1fs)", encoder, requested, computed, seconds)
+    ws = Workspace.of(cfg)
+    # The sampled (key, path) list is a sidecar: offsets read it, `textme search` shows paths.
+    sidecar = ws.manifests / f"{key}.items.json"
+    atomic_write_text(sidecar, json.dumps([[k, p] for k, p in zip(sample.keys, sample.paths)]))
+    manifest = {
+        "stage": "embed_items",
+        "encoder": encoder,
+        "tower": "modal",
+        "dataset": entry.offset_dataset,
+        "namespace": ns.id,
+        "dim": int(ns.dim),
+        "items_fp": sample.fingerprint,
+        "items_file": str(sidecar),
+        "n_items": len(sample.paths),
+        "n_available": sample.n_available,
+        "n_requested": requested,
+        "n_computed": computed,
+    }
+    return write_manifest(ws, key, manifest)
+
+
+def read_item_sample(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(keys, paths) of the items an embed_items manifest embedded."""
+    pairs = read_json(manifest["items_file"])
+    return [k for k, _ in pairs], [p for _, p in pairs]
+
+
+@task(name="embed-texts", task_run_name="embed-{encoder}-{tower}", cache_key_fn=keys.embed_texts_key_fn,
+      **GPU_STAGE_OPTIONS)
+def embed_texts(config: str, encoder: str, tower: str, captions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prefect task: embed the captions of `captions` (ingest manifests) into the cache."""
+    return embed_captions(keys.load_snapshot(config), encoder, tower, captions)
+
+
+@task(name="embed-items", task_run_name="embed-{encoder}-modal", cache_key_fn=keys.embed_items_key_fn,
+      **GPU_STAGE_OPTIONS)
+def embed_items(config: str, encoder: str) -> dict[str, Any]:
+    """Prefect task: embed the encoder's sampled modal items into the cache."""
+    return embed_item_sample(keys.load_snapshot(config), encoder)

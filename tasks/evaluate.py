@@ -1,0 +1,312 @@
+"""Stage 5, evaluate: one evaluation entry -> metric rows (retrieval, zero-shot
+classification, emergent X->Y retrieval, mixed-modality search).
+
+Every input (the entry's items, captions, class prompts, queries) is embedded through
+the cache like everything else, so a re-evaluation runs no encoder. The stage returns
+its rows in its manifest (tens of rows, small); the results stage is the one writer of
+the `results` table.
+
+Variants (the `variant` column):
+
+- `textme`: the method. Modal items go through the encoder's head centred with their
+  own centroid (mu_modal), texts through a head centred with mu_text, pivot queries
+  straight from the pivot's query tower.
+- `uncentred`: the ablation (training.ablate_centring): heads trained on raw text
+  embeddings, applied to raw modal embeddings: the modality gap stays in.
+- `native`: the encoder's own text tower against its own modal tower, no pivot (the
+  denominator of PPR); retrieval, classification and mixed search only.
+- `chance`: what a random ranking scores (k / n), so a table shows how far above
+  chance the others are.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from prefect import task
+
+from tasks import keys
+from tasks.common import GPU_STAGE_OPTIONS, logger, write_manifest
+from tasks.config import EvalSpec, PipelineConfig
+from tasks.inputs import EvalInputs, read_eval_manifest
+from tasks.sources import cached_file_key
+from tasks.workspace import Workspace
+
+__all__ = ["evaluate", "run_evaluation", "EvalContext", "VARIANTS"]
+
+VARIANTS = ("textme", "uncentred", "native", "chance")
+
+
+class EvalContext:
+    """Vectors for one evaluation: embedded through the cache, projected by the heads.
+
+    heads: {encoder: {"offset": offsets manifest, "textme": train manifest,
+    "uncentred": train manifest or None}} for every encoder the entry names.
+    """
+
+    def __init__(self, cfg: PipelineConfig, heads: dict[str, Any], stage_key: str):
+        self.cfg = cfg
+        self.heads = heads
+        self.stage_key = stage_key
+        self._models: dict[tuple[str, str], Any] = {}
+        self.embedded: list[dict[str, Any]] = []  # per (encoder, tower): requested/computed
+
+    # ---- embedding through the cache ---------------------------------------------
+    def _vectors(self, encoder: str, tower: str, inputs: list[str], input_keys: list[str]) -> np.ndarray:
+        from tasks.embed import fill_cache, open_namespace
+
+        started = time.perf_counter()
+        ns, enc = open_namespace(self.cfg, encoder, tower)
+        requested, computed = fill_cache(ns, enc, tower, input_keys, inputs)
+        self.embedded.append({"encoder": encoder, "tower": tower, "namespace": ns.id, "n_requested": requested,
+                              "n_computed": computed, "seconds": time.perf_counter() - started})
+        return ns.get(input_keys)
+
+    def texts(self, encoder: str, tower: str, texts: list[str]) -> np.ndarray:
+        from storage.fingerprint import normalize_text, text_key
+
+        norm = [normalize_text(t) for t in texts]
+        return self._vectors(encoder, tower, norm, [text_key(t) for t in norm])
+
+    def items(self, encoder: str, paths: list[str]) -> np.ndarray:
+        return self._vectors(encoder, "modal", list(paths), [cached_file_key(p) for p in paths])
+
+    # ---- heads and offsets ----------------------------------------------------------
+    def has_variant(self, encoder: str, variant: str) -> bool:
+        return bool(self.heads.get(encoder, {}).get(variant))
+
+    def head(self, encoder: str, variant: str):
+        from textme import load_projection
+
+        memo = (encoder, variant)
+        if memo not in self._models:
+            self._models[memo] = load_projection(self.heads[encoder][variant]["path"])
+        return self._models[memo]
+
+    @cached_property
+    def _offsets(self) -> dict[str, Any]:
+        from textme import load_offset
+
+        return {enc: load_offset(h["offset"]["dir"]) for enc, h in self.heads.items()}
+
+    def project_items(self, encoder: str, raw: np.ndarray, variant: str) -> np.ndarray:
+        from textme import project
+
+        offset = self._offsets[encoder].modal_mean if variant == "textme" else None
+        return project(self.head(encoder, variant), raw, offset=offset)
+
+    def project_texts(self, encoder: str, raw: np.ndarray, variant: str) -> np.ndarray:
+        from textme import project
+
+        offset = self._offsets[encoder].text_mean if variant == "textme" else None
+        return project(self.head(encoder, variant), raw, offset=offset)
+
+    def queries(self, query: str, texts: list[str], variant: str) -> np.ndarray:
+        """Query texts in the pivot space: the pivot's query tower, or an encoder's
+        text tower through its head."""
+        if query == "pivot":
+            return self.texts("pivot", "query", texts)
+        return self.project_texts(query, self.texts(query, "text", texts), variant)
+
+    # ---- lineage ------------------------------------------------------------------------
+    def lineage(self, variant: str, encoders: tuple[str, ...]) -> dict[str, Any]:
+        """Fingerprints of the heads, offsets and caption snapshots behind a variant
+        (comma-joined when several: an emergent pair has two heads)."""
+        if variant not in ("textme", "uncentred"):
+            return {"captions_fp": None, "offset_fp": None, "projection_fp": None}
+        used = [self.heads[e][variant] for e in encoders if e in self.heads]
+        captions = sorted({c for m in used for c in m["captions"]})
+        offsets = [self.heads[e]["offset"]["offset_fp"] for e in encoders if e in self.heads]
+        return {
+            "captions_fp": ",".join(captions) or None,
+            "offset_fp": ",".join(offsets) if variant == "textme" and offsets else None,
+            "projection_fp": ",".join(m["projection_fp"] for m in used) or None,
+        }
+
+
+def _identity_fp(cfg: PipelineConfig, encoder: str, tower: str) -> str:
+    return keys.namespace_id(keys.encoder_identity(cfg, encoder, tower))
+
+
+def _stand_in(cfg: PipelineConfig, names: set[str]) -> bool:
+    """True when any model involved is a stand-in (toy or tiny)."""
+    return any(keys.is_stand_in(cfg, name) for name in names)
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+def _retrieval(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
+    from textme.metrics import ppr, retrieval_metrics
+
+    enc, query, ks = spec.fields["encoder"], spec.fields["query"], tuple(spec.fields["ks"])
+    raw_items = ctx.items(enc, data.items)
+    scores: dict[str, dict[str, float]] = {}
+    for variant in ("textme", "uncentred"):
+        if not ctx.has_variant(enc, variant) or (query != "pivot" and not ctx.has_variant(query, variant)):
+            continue
+        m = retrieval_metrics(ctx.queries(query, data.captions, variant), ctx.project_items(enc, raw_items, variant),
+                              data.query_item, ks)
+        scores[variant] = m
+        emit(variant, m, source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
+    native = retrieval_metrics(ctx.texts(enc, "text", data.captions), raw_items, data.query_item, ks)
+    emit("native", native, source=enc, target=enc, heads=())
+    n_items = len(data.items)
+    emit("chance", {f"R@{k}": min(100.0, 100.0 * k / n_items) for k in ks}, source=query, target=enc, heads=())
+    if "textme" in scores:
+        emit("textme", {f"PPR(R@{k})": ppr(scores["textme"][f"R@{k}"], native[f"R@{k}"])
+                        for k in ks if native[f"R@{k}"] > 0},
+             source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
+
+
+def _classification(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
+    from textme.metrics import class_embeddings, ppr, zero_shot_accuracy
+
+    enc, query = spec.fields["encoder"], spec.fields["query"]
+    classes = sorted(set(data.labels))
+    labels = np.array([classes.index(label) for label in data.labels], dtype=np.int64)
+    ks = tuple(k for k in spec.fields["ks"] if k <= len(classes)) or (1,)
+    templates = spec.fields["templates"]
+    prompts = [t.format(c) for c in classes for t in templates]
+
+    def grouped(vecs: np.ndarray) -> np.ndarray:
+        return class_embeddings(vecs.reshape(len(classes), len(templates), -1))
+
+    raw_items = ctx.items(enc, data.items)
+    scores: dict[str, dict[str, float]] = {}
+    for variant in ("textme", "uncentred"):
+        if not ctx.has_variant(enc, variant) or (query != "pivot" and not ctx.has_variant(query, variant)):
+            continue
+        m = zero_shot_accuracy(ctx.project_items(enc, raw_items, variant), grouped(ctx.queries(query, prompts, variant)),
+                               labels, ks)
+        m.pop("n", None)
+        scores[variant] = m
+        emit(variant, m, source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
+    native = zero_shot_accuracy(raw_items, grouped(ctx.texts(enc, "text", prompts)), labels, ks)
+    native.pop("n", None)
+    emit("native", native, source=enc, target=enc, heads=())
+    emit("chance", {f"top{k}": 100.0 * k / len(classes) for k in ks}, source=query, target=enc, heads=())
+    if "textme" in scores:
+        emit("textme", {f"PPR(top{k})": ppr(scores["textme"][f"top{k}"], native[f"top{k}"])
+                        for k in ks if native[f"top{k}"] > 0},
+             source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
+
+
+def _emergent(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
+    from textme.metrics import retrieval_metrics
+
+    src, tgt, ks = spec.fields["source"], spec.fields["target"], tuple(spec.fields["ks"])
+    targets = list(dict.fromkeys(data.target_items))  # distinct targets, first-seen order
+    query_item = np.array([targets.index(t) for t in data.target_items], dtype=np.int64)
+    raw_src = ctx.items(src, data.source_items)
+    raw_tgt = ctx.items(tgt, targets)
+    for variant in ("textme", "uncentred"):
+        if not (ctx.has_variant(src, variant) and ctx.has_variant(tgt, variant)):
+            continue
+        m = retrieval_metrics(ctx.project_items(src, raw_src, variant), ctx.project_items(tgt, raw_tgt, variant),
+                              query_item, ks)
+        emit(variant, m, source=src, target=tgt, heads=(src, tgt))
+    emit("chance", {f"R@{k}": min(100.0, 100.0 * k / len(targets)) for k in ks}, source=src, target=tgt, heads=())
+
+
+def _mixed_search(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
+    from textme.metrics import mixed_modality_search
+
+    enc, query, alpha, k = spec.fields["encoder"], spec.fields["query"], spec.fields["alpha"], spec.fields["k"]
+    docs = data.docs
+    modes = ["mixed" if d["text"] and d["item"] else ("text" if d["text"] else "modal") for d in docs]
+    text_rows = [i for i, d in enumerate(docs) if d["text"]]
+    item_rows = [i for i, d in enumerate(docs) if d["item"]]
+    raw_text = ctx.texts(enc, "text", [docs[i]["text"] for i in text_rows])
+    raw_items = ctx.items(enc, [docs[i]["item"] for i in item_rows])
+    doc_ids = [d["doc_id"] for d in docs]
+    col = {d: j for j, d in enumerate(doc_ids)}
+    relevance = np.zeros((len(data.queries), len(docs)), dtype=np.float32)
+    for i, q in enumerate(data.queries):
+        for doc_id, grade in q["relevance"].items():
+            relevance[i, col[doc_id]] = grade
+    query_texts = [q["query"] for q in data.queries]
+
+    def fill(rows: list[int], vecs: np.ndarray, dim: int) -> np.ndarray:
+        out = np.zeros((len(docs), dim), dtype=np.float32)
+        out[rows] = vecs
+        return out
+
+    def run(q: np.ndarray, t: np.ndarray, m: np.ndarray) -> dict[str, float]:
+        dim = q.shape[1]
+        res = mixed_modality_search(q, fill(text_rows, t, dim), fill(item_rows, m, dim), modes,
+                                    alpha=alpha, k=k, relevance=relevance)
+        out = {f"NDCG@{k}": res.ndcg} if res.ndcg is not None else {}
+        out.update({f"share_{mode}@{k}": share for mode, share in res.mode_share.items()})
+        return out
+
+    for variant in ("textme", "uncentred"):
+        if not ctx.has_variant(enc, variant) or (query != "pivot" and not ctx.has_variant(query, variant)):
+            continue
+        metrics = run(ctx.queries(query, query_texts, variant),
+                      ctx.project_texts(enc, raw_text, variant), ctx.project_items(enc, raw_items, variant))
+        emit(variant, metrics, source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
+    # native: the encoder's own space, gap included (what GR-CLIP starts from)
+    emit("native", run(ctx.texts(enc, "text", query_texts), raw_text, raw_items), source=enc, target=enc, heads=())
+
+
+_TASKS = {
+    "retrieval": _retrieval,
+    "classification": _classification,
+    "emergent": _emergent,
+    "mixed_search": _mixed_search,
+}
+
+
+def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate one entry; the manifest carries its metric rows (with lineage)."""
+    key = keys.evaluate_key(cfg, name, heads, pivot)
+    spec = cfg.evaluation_by_name(name)
+    data = read_eval_manifest(spec)
+    ctx = EvalContext(cfg, heads, key)
+    rows: list[dict[str, Any]] = []
+    n_queries = {"retrieval": len(data.captions), "classification": len(data.items),
+                 "emergent": len(data.source_items), "mixed_search": len(data.queries)}[spec.task]
+
+    def emit(variant: str, metrics: dict[str, float], *, source: str, target: str, heads: tuple[str, ...]) -> None:
+        source_tower = "query" if source == "pivot" else ("modal" if spec.task == "emergent" else "text")
+        involved = {source, target}
+        lineage = ctx.lineage(variant, heads)
+        for metric, value in metrics.items():
+            if metric in ("n_queries", "n_items"):  # counts: n_queries is a column of its own
+                continue
+            rows.append({
+                "eval_name": spec.name,
+                "task": spec.task,
+                "dataset": Path(spec.manifest).stem,
+                "variant": variant,
+                "source_encoder": source,
+                "target_encoder": target,
+                "metric": metric,
+                "value": float(value),
+                "n_queries": n_queries,
+                "source_identity_fp": _identity_fp(cfg, source, source_tower),
+                "target_identity_fp": _identity_fp(cfg, target, "modal"),
+                **lineage,
+                "stand_in": _stand_in(cfg, involved | {"pivot"}),
+            })
+
+    _TASKS[spec.task](ctx, spec, data, emit)
+    from tasks.embed import log_embedding
+
+    log_embedding(cfg, key, ctx.embedded)
+    computed = sum(e["n_computed"] for e in ctx.embedded)
+    logger().info("evaluate %s (%s): %d metric rows; %d new vectors embedded", name, spec.task, len(rows), computed)
+    manifest = {"stage": "evaluate", "name": name, "task": spec.task, "rows": rows, "embedded": ctx.embedded}
+    return write_manifest(Workspace.of(cfg), key, manifest)
+
+
+@task(name="evaluate", task_run_name="evaluate-{name}", cache_key_fn=keys.evaluate_key_fn, **GPU_STAGE_OPTIONS)
+def evaluate(config: str, name: str, heads: dict[str, Any], pivot: dict[str, Any]) -> dict[str, Any]:
+    """Prefect task: `heads` maps each encoder the entry needs to its offsets and train
+    manifests; `pivot` is the pivot's embed manifest (lineage)."""
+    return run_evaluation(keys.load_snapshot(config), name, heads, pivot)

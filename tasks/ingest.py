@@ -1,0 +1,91 @@
+"""Stage 1, ingest: a caption source -> a normalised, de-duplicated captions snapshot.
+
+The snapshot is written through the `captions` table with part = its fingerprint, so a
+retried or repeated ingest rewrites the same part instead of adding rows. Its
+fingerprint (`captions_fp`) hashes the content (caption ids and text hashes in order),
+not the file: a source re-saved with the same captions keeps every downstream key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from tasks import keys
+from tasks.common import STAGE_OPTIONS, logger, now, open_tables, write_manifest
+from tasks.config import PipelineConfig
+from tasks.sources import Captions, read_captions
+from tasks.workspace import Workspace
+
+__all__ = ["ingest", "ingest_dataset", "captions_fingerprint", "read_snapshot"]
+
+
+def captions_fingerprint(caps: Captions) -> str:
+    from storage.fingerprint import fingerprint
+
+    return fingerprint(
+        {"dataset": caps.dataset, "rows_sha256": caps.content_digest(), "n": len(caps.texts)},
+        kind="captions",
+    )
+
+
+def ingest_dataset(cfg: PipelineConfig, dataset: str) -> dict[str, Any]:
+    """Read one dataset's source, write its snapshot, return the manifest."""
+    key = keys.ingest_key(cfg, dataset)
+    spec = cfg.datasets[dataset]
+    caps = read_captions(spec, dataset)
+    captions_fp = captions_fingerprint(caps)
+    ingested_at = now()
+    rows = [
+        {
+            "dataset": dataset,
+            "caption_id": cid,
+            "text": text,
+            "text_sha": sha,
+            "source": spec.source,
+            "snapshot": captions_fp,
+            "ingested_at": ingested_at,
+        }
+        for cid, text, sha in zip(caps.ids, caps.texts, caps.shas)
+    ]
+    open_tables(cfg).append("captions", rows, part=captions_fp)
+    logger().info(
+        "ingest %s: %d captions kept of %d rows (%d empty, %d duplicate dropped) from %s",
+        dataset, len(caps.texts), caps.n_input, caps.n_empty, caps.n_duplicate, spec.source,
+    )
+    manifest = {
+        "stage": "ingest",
+        "dataset": dataset,
+        "source": spec.source,
+        "captions_fp": captions_fp,
+        "n_captions": len(caps.texts),
+        "n_input": caps.n_input,
+        "n_empty": caps.n_empty,
+        "n_duplicate": caps.n_duplicate,
+    }
+    return write_manifest(Workspace.of(cfg), key, manifest)
+
+
+def read_snapshot(cfg: PipelineConfig, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(text_sha, text) of one ingested snapshot, ordered by text_sha.
+
+    Sorted by key rather than kept in file order: Parquet datasets do not promise row
+    order, and training (batches) and offsets (sampling) must see the same order on
+    every run and machine.
+    """
+    table = open_tables(cfg).read("captions", filters={"dataset": manifest["dataset"],
+                                                        "snapshot": manifest["captions_fp"]})
+    if table.num_rows != manifest["n_captions"]:
+        raise RuntimeError(
+            f"captions snapshot {manifest['captions_fp'][:12]} of dataset {manifest['dataset']!r}: "
+            f"{table.num_rows} rows in the captions table, its manifest says {manifest['n_captions']}"
+        )
+    table = table.sort_by("text_sha")
+    return table["text_sha"].to_pylist(), table["text"].to_pylist()
+
+
+@task(name="ingest", task_run_name="ingest-{dataset}", cache_key_fn=keys.ingest_key_fn, **STAGE_OPTIONS)
+def ingest(config: str, dataset: str) -> dict[str, Any]:
+    """Prefect task: `config` is the resolved config snapshot path, `dataset` its name."""
+    return ingest_dataset(keys.load_snapshot(config), dataset)

@@ -1,0 +1,333 @@
+"""Stage fingerprints and the Prefect cache-key functions built from them.
+
+Every cached stage is named by one fingerprint: `<stage>-<sha256>` over canonical JSON
+of the stage name and version, the code version, the fingerprints of its inputs and its
+parameters resolved *with* their defaults (a changed default is a changed key). The
+flow run id is never part of a key, so a re-run of the same inputs is a cache hit.
+
+The same function serves twice: the task's `cache_key_fn` (Prefect's record of the
+result) and the task body (the names of what it writes: offsets/<fp>/,
+projections/<fp>.pt, manifests/<key>.json), so Prefect's cache and ours agree. `textme
+status` replays them to tell cached from missing or stale without running anything.
+
+Prefect passes a key function the task's resolved parameters; each `*_key_fn` below
+reads those by name, and raises (never returns None) when it cannot build a key.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from tasks.config import PipelineConfig, config_from_dict, config_to_dict
+
+__all__ = [
+    "CODE_VERSION",
+    "STAGE_VERSIONS",
+    "stage_key",
+    "config_fingerprint",
+    "load_snapshot",
+    "encoder_ref",
+    "encoder_identity",
+    "namespace_id",
+    "is_stand_in",
+    "train_params",
+    "ingest_key",
+    "embed_texts_key",
+    "embed_items_key",
+    "offsets_key",
+    "train_key",
+    "evaluate_key",
+    "ingest_key_fn",
+    "embed_texts_key_fn",
+    "embed_items_key_fn",
+    "offsets_key_fn",
+    "train_key_fn",
+    "evaluate_key_fn",
+]
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("textme-pipeline")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+#: Part of every key and of every results row. Bump a stage's version below whenever
+#: what it writes for the same inputs would change.
+CODE_VERSION = f"textme-pipeline-{_package_version()}"
+STAGE_VERSIONS = {
+    "ingest": "1",
+    "embed": "1",
+    "embed_items": "1",
+    "offsets": "1",
+    "train": "1",
+    "evaluate": "1",
+}
+
+# TrainConfig fields that pick where training runs, not what it produces.
+_TRAIN_NON_OUTPUT_FIELDS = ("device",)
+
+
+#: Stages whose output is computed by `textme` (the method): their keys also carry
+#: textme.METHOD_VERSION, which the method layer bumps when its outputs would change.
+METHOD_STAGES = ("offsets", "train", "evaluate")
+
+
+def method_version() -> str:
+    from textme import METHOD_VERSION
+
+    return METHOD_VERSION
+
+
+def stage_key(stage: str, inputs: Mapping[str, Any]) -> str:
+    """`<stage>-<fingerprint>` of the stage, its version, the code version and `inputs`."""
+    from storage.fingerprint import fingerprint
+
+    if stage not in STAGE_VERSIONS:
+        raise KeyError(f"unknown stage {stage!r}; known: {', '.join(STAGE_VERSIONS)}")
+    payload = {
+        "stage": stage,
+        "stage_version": STAGE_VERSIONS[stage],
+        "code_version": CODE_VERSION,
+        "method_version": method_version() if stage in METHOD_STAGES else None,
+        "inputs": dict(inputs),
+    }
+    return f"{stage}-{fingerprint(payload, kind='stage')}"
+
+
+def config_fingerprint(cfg: PipelineConfig) -> str:
+    """Fingerprint of the resolved config (its origin path excluded: content only)."""
+    from storage.fingerprint import fingerprint
+
+    snapshot = config_to_dict(cfg)
+    snapshot.pop("path", None)
+    snapshot.pop("config_dir", None)
+    return fingerprint(snapshot)
+
+
+@lru_cache(maxsize=32)
+def _load_snapshot_text(text: str) -> PipelineConfig:
+    return config_from_dict(json.loads(text), source="<snapshot>")
+
+
+def load_snapshot(path: str) -> PipelineConfig:
+    """The resolved config a flow wrote to workdir/configs/<fp>.json (content-addressed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"resolved config snapshot not found: {p}")
+    return _load_snapshot_text(p.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def encoder_ref(cfg: PipelineConfig, encoder: str):
+    """The config entry for an encoder name, or the pivot for "pivot"."""
+    if encoder == "pivot":
+        return cfg.pivot
+    try:
+        return cfg.encoders[encoder]
+    except KeyError:
+        raise KeyError(f"no encoder {encoder!r} in the config; known: pivot, {', '.join(cfg.encoders)}") from None
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def build_encoder(registry_name: str, options: Mapping[str, Any]):
+    """One encoder object per (name, options) per process; weights load lazily."""
+    from textme.encoders import get_encoder
+
+    memo = json.dumps([registry_name, dict(options)], sort_keys=True, default=str)
+    enc = _ENCODERS.get(memo)
+    if enc is None:
+        enc = get_encoder(registry_name, **dict(options))
+        _ENCODERS[memo] = enc
+    return enc
+
+
+def encoder_identity(cfg: PipelineConfig, encoder: str, tower: str) -> dict[str, Any]:
+    """identity(tower) of a config's encoder; never loads weights (the contract says so)."""
+    ref = encoder_ref(cfg, encoder)
+    return build_encoder(ref.encoder, ref.options).identity(tower)
+
+
+def is_stand_in(cfg: PipelineConfig, encoder: str) -> bool:
+    """True when an encoder is a stand-in model: a toy (its identity says "stand_in"),
+    a tiny model of a real class (its files sit in a folder carrying textme's tiny-model
+    marker), or any model of a `demo: true` config."""
+    if cfg.demo:
+        return True
+    ref = encoder_ref(cfg, encoder)
+    enc = build_encoder(ref.encoder, ref.options)
+    if any(enc.identity(t).get("stand_in") for t in enc.towers):
+        return True
+    from textme.encoders.tiny import MARKER
+
+    for value in ref.options.values():
+        if isinstance(value, str) and ("/" in value or "\\" in value):
+            p = Path(value)
+            if any((d / MARKER).is_file() for d in (p, p.parent)):
+                return True
+    return False
+
+
+def namespace_id(identity: Mapping[str, Any]) -> str:
+    """The cache namespace id of an identity (what EmbeddingCache.namespace(...).id is)."""
+    from storage.fingerprint import fingerprint
+
+    return fingerprint(dict(identity))
+
+
+def train_params(cfg: PipelineConfig) -> dict[str, Any]:
+    """TrainConfig resolved with its defaults, minus fields that do not change outputs."""
+    from textme.training import TrainConfig
+
+    resolved = TrainConfig(**cfg.training.params).to_dict()
+    for name in _TRAIN_NON_OUTPUT_FIELDS:
+        resolved.pop(name, None)
+    return resolved
+
+
+# --------------------------------------------------------------------------- stage keys
+
+
+def ingest_key(cfg: PipelineConfig, dataset: str) -> str:
+    from tasks.sources import source_fingerprint
+
+    spec = cfg.datasets[dataset]
+    return stage_key(
+        "ingest",
+        {
+            "dataset": dataset,
+            "source": source_fingerprint(spec),
+            "text_column": spec.text_column,
+            "id_column": spec.id_column,
+        },
+    )
+
+
+def embed_texts_key(cfg: PipelineConfig, encoder: str, tower: str, captions: list[Mapping[str, Any]]) -> str:
+    return stage_key(
+        "embed",
+        {
+            "namespace": namespace_id(encoder_identity(cfg, encoder, tower)),
+            "captions": sorted(c["captions_fp"] for c in captions),
+        },
+    )
+
+
+def embed_items_key(cfg: PipelineConfig, encoder: str) -> str:
+    from tasks.inputs import sample_items
+
+    entry = cfg.encoders[encoder]
+    sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
+    return stage_key(
+        "embed_items",
+        {"namespace": namespace_id(encoder_identity(cfg, encoder, "modal")), "items": sample.fingerprint},
+    )
+
+
+def offsets_key(
+    cfg: PipelineConfig, encoder: str, text: Mapping[str, Any], modal: Mapping[str, Any], captions: Mapping[str, Any]
+) -> str:
+    return stage_key(
+        "offsets",
+        {
+            "text_namespace": text["namespace"],
+            "modal_namespace": modal["namespace"],
+            "captions": captions["captions_fp"],
+            "items": modal["items_fp"],
+            "n_samples": cfg.offsets.n_samples,
+            "seed": cfg.offsets.seed,
+        },
+    )
+
+
+def train_key(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    offset: Mapping[str, Any] | None,
+) -> str:
+    return stage_key(
+        "train",
+        {
+            "text_namespace": text["namespace"],
+            "pivot_namespace": pivot["namespace"],
+            "captions": [c["captions_fp"] for c in captions],  # order = row order in training
+            "offset": None if offset is None else offset["offset_fp"],
+            "train": train_params(cfg),
+        },
+    )
+
+
+def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot: Mapping[str, Any]) -> str:
+    """Evaluation entry + its manifest's and items' content + every model it touches."""
+    from tasks.inputs import eval_inputs_fingerprint
+
+    spec = cfg.evaluation_by_name(name)
+    towers = {}
+    for enc in spec.encoders():
+        towers[enc] = {
+            "text": namespace_id(encoder_identity(cfg, enc, "text")),
+            "modal": namespace_id(encoder_identity(cfg, enc, "modal")),
+        }
+    return stage_key(
+        "evaluate",
+        {
+            "name": spec.name,
+            "task": spec.task,
+            "fields": spec.fields,
+            "inputs": eval_inputs_fingerprint(spec),
+            "towers": towers,
+            "pivot_query": namespace_id(encoder_identity(cfg, "pivot", "query")),
+            "pivot": pivot["namespace"],
+            "heads": {
+                enc: {
+                    "offset": h["offset"]["offset_fp"],
+                    "textme": h["textme"]["projection_fp"],
+                    "uncentred": h["uncentred"]["projection_fp"] if h.get("uncentred") else None,
+                }
+                for enc, h in sorted(heads.items())
+            },
+        },
+    )
+
+
+# --------------------------------------------------------------------------- Prefect adapters
+# Prefect calls cache_key_fn(task_run_context, parameters); parameters are the task's
+# resolved arguments by name. These stay one line each: the logic above is unit-tested.
+
+
+def ingest_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return ingest_key(load_snapshot(p["config"]), p["dataset"])
+
+
+def embed_texts_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return embed_texts_key(load_snapshot(p["config"]), p["encoder"], p["tower"], p["captions"])
+
+
+def embed_items_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return embed_items_key(load_snapshot(p["config"]), p["encoder"])
+
+
+def offsets_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return offsets_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["modal"], p["captions"])
+
+
+def train_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return train_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["offset"])
+
+
+def evaluate_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return evaluate_key(load_snapshot(p["config"]), p["name"], p["heads"], p["pivot"])
+
+

@@ -1,0 +1,90 @@
+"""Stage 3, offsets: mu_text and mu_modal of one encoder, from cached vectors only.
+
+n captions of the encoder's offset dataset are sampled with the config's seed (from
+the snapshot's distinct captions, in snapshot order), the modal items are the ones the
+embed_items stage sampled; both centroids come out of the cache, never out of a model.
+Saved in our format and, beside it, as the official `text_embed_mean.pkl` /
+`img_embed_mean.pkl`, so the official evaluation scripts can read them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from prefect import task
+
+from tasks import keys
+from tasks.common import STAGE_OPTIONS, current_run_id, logger, open_tables, write_manifest
+from tasks.config import PipelineConfig
+from tasks.workspace import Workspace
+
+__all__ = ["compute_offsets", "compute_offset", "sample_captions"]
+
+
+def sample_captions(shas: list[str], n: int, seed: int) -> list[str]:
+    """`n` of the given caption keys (all when fewer), chosen with `seed`, in input order."""
+    if len(shas) <= n:
+        return list(shas)
+    idx = np.sort(np.random.default_rng(seed).choice(len(shas), size=n, replace=False))
+    return [shas[i] for i in idx]
+
+
+def compute_offset(
+    cfg: PipelineConfig, encoder: str, text: dict[str, Any], modal: dict[str, Any], captions: dict[str, Any]
+) -> dict[str, Any]:
+    from textme.offsets import Offset, save_offset, save_official_offset
+
+    from tasks.embed import namespace_of, read_item_sample
+    from tasks.ingest import read_snapshot
+
+    key = keys.offsets_key(cfg, encoder, text, modal, captions)
+    shas, _ = read_snapshot(cfg, captions)
+    chosen = sample_captions(shas, cfg.offsets.n_samples, cfg.offsets.seed)
+    item_keys, _ = read_item_sample(modal)
+    text_vecs = namespace_of(cfg, text).get(chosen)
+    modal_vecs = namespace_of(cfg, modal).get(item_keys)
+    offset = Offset.from_embeddings(text_vecs, modal_vecs)
+    ws = Workspace.of(cfg)
+    folder = ws.offset_dir(key)
+    save_offset(offset, folder, encoder=encoder, dataset=captions["dataset"], stage_key=key,
+                text_namespace=text["namespace"], modal_namespace=modal["namespace"],
+                captions_fp=captions["captions_fp"], items_fp=modal["items_fp"])
+    save_official_offset(offset.text_mean, folder / "text_embed_mean.pkl")
+    save_official_offset(offset.modal_mean, folder / "img_embed_mean.pkl")
+    norms = offset.norms
+    row = {
+        "run_id": current_run_id(),
+        "encoder": encoder,
+        "dataset": captions["dataset"],
+        "identity_fp": modal["namespace"],
+        "n_text": offset.n_text,
+        "n_modal": offset.n_modal,
+        "text_mean_norm": norms["text"],
+        "modal_mean_norm": norms["modal"],
+        "gap_norm": offset.gap_norm,
+        "offset_fp": key,
+        "path": str(folder),
+    }
+    open_tables(cfg).append("offsets", [row], part=key)
+    logger().info("offsets %s: gap norm %.3f (|mu_text| %.3f, |mu_modal| %.3f; %d texts, %d items)",
+                  encoder, offset.gap_norm, norms["text"], norms["modal"], offset.n_text, offset.n_modal)
+    manifest = {
+        "stage": "offsets",
+        "encoder": encoder,
+        "dataset": captions["dataset"],
+        "offset_fp": key,
+        "dir": str(folder),
+        "n_text": offset.n_text,
+        "n_modal": offset.n_modal,
+        "gap_norm": offset.gap_norm,
+    }
+    return write_manifest(ws, key, manifest)
+
+
+@task(name="offsets", task_run_name="offsets-{encoder}", cache_key_fn=keys.offsets_key_fn, **STAGE_OPTIONS)
+def compute_offsets(
+    config: str, encoder: str, text: dict[str, Any], modal: dict[str, Any], captions: dict[str, Any]
+) -> dict[str, Any]:
+    """Prefect task: text/modal = embed manifests, captions = the offset dataset's ingest manifest."""
+    return compute_offset(keys.load_snapshot(config), encoder, text, modal, captions)

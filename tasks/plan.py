@@ -1,0 +1,158 @@
+"""Replay the DAG's keys without running anything: what is cached, missing or stale.
+
+Each stage's key is computed exactly as its task's `cache_key_fn` would, from the
+config, the inputs' content and the upstream manifests stored under
+<workdir>/manifests/. A stage is
+
+- `cached`: its manifest and Prefect's result record for the current key both exist
+  (the next run will not execute it);
+- `stale`: an earlier result for the same stage and unit exists, under another key
+  (inputs, parameters or code changed since);
+- `missing`: never computed (or an upstream stage is not cached, so its key is not
+  known yet).
+
+No model is loaded: keys need encoder identities, which never load weights. Used by
+`textme status`, `textme search` and the evaluation-only flow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks import keys
+from tasks.common import read_manifest
+from tasks.config import PipelineConfig
+from tasks.validate import pivot_datasets, text_datasets, used_datasets
+from tasks.workspace import Workspace, read_json
+
+__all__ = ["StageStatus", "Replay", "replay", "unit_of"]
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    unit: str  # dataset, encoder/tower, encoder/variant or evaluation name
+    encoder: str | None
+    status: str  # cached | stale | missing
+    key: str | None = None
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "unit": self.unit, "encoder": self.encoder, "status": self.status,
+                "key": self.key, "detail": self.detail}
+
+
+def unit_of(manifest: dict[str, Any]) -> str | None:
+    stage = manifest.get("stage")
+    if stage == "ingest":
+        return manifest["dataset"]
+    if stage in ("embed", "embed_items"):
+        return f"{manifest['encoder']}/{manifest['tower']}"
+    if stage == "offsets":
+        return manifest["encoder"]
+    if stage == "train":
+        return f"{manifest['encoder']}/{manifest['variant']}"
+    if stage == "evaluate":
+        return manifest["name"]
+    return None
+
+
+class Replay:
+    """Walks the DAG in order; each `check` returns the stage's status and manifest."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.ws = Workspace.of(cfg)
+        self.stages: list[StageStatus] = []
+        self._seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        if self.ws.manifests.is_dir():
+            for path in self.ws.manifests.glob("*.json"):
+                if path.name.endswith(".items.json"):
+                    continue
+                try:
+                    m = read_json(path)
+                except ValueError:
+                    continue
+                unit = unit_of(m)
+                if unit is not None:
+                    self._seen[(m["stage"], unit)].add(m.get("key", path.stem))
+
+    def check(self, stage: str, unit: str, encoder: str | None, key_fn) -> StageStatus:
+        """key_fn() computes the key; it may fail (missing input, upstream not cached)."""
+        try:
+            key = key_fn()
+        except _Blocked as exc:
+            key, detail = None, str(exc)
+        except Exception as exc:  # an input problem: report it, keep going
+            key, detail = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        else:
+            detail = ""
+        manifest = read_manifest(self.ws, key) if key else None
+        record = key is not None and (self.ws.prefect_results / key).is_file()
+        earlier = self._seen.get((stage, unit), set()) - ({key} if key else set())
+        if manifest is not None and record:
+            status = "cached"
+        elif earlier:
+            status, detail = "stale", detail or "inputs, parameters or code changed since the last run"
+        else:
+            status = "missing"
+        st = StageStatus(stage, unit, encoder, status, key, manifest, detail)
+        self.stages.append(st)
+        return st
+
+
+class _Blocked(Exception):
+    """An upstream stage has no manifest yet, so this key cannot be computed."""
+
+
+def _need(*statuses: StageStatus | None) -> list[dict[str, Any]]:
+    out = []
+    for st in statuses:
+        if st is None or st.manifest is None:
+            raise _Blocked(f"waits for {st.stage} {st.unit}" if st is not None else "waits for upstream")
+        out.append(st.manifest)
+    return out
+
+
+def replay(cfg: PipelineConfig) -> Replay:
+    """Statuses of every stage of the config's DAG, in DAG order (see module doc)."""
+    r = Replay(cfg)
+    caps = {d: r.check("ingest", d, None, lambda d=d: keys.ingest_key(cfg, d)) for d in used_datasets(cfg)}
+
+    def captions(names: list[str]) -> list[dict[str, Any]]:
+        return _need(*(caps[n] for n in names))
+
+    pivot = r.check("embed", "pivot/text", "pivot",
+                    lambda: keys.embed_texts_key(cfg, "pivot", "text", captions(pivot_datasets(cfg))))
+    heads: dict[str, dict[str, StageStatus | None]] = {}
+    for e, entry in cfg.encoders.items():
+        text = r.check("embed", f"{e}/text", e,
+                       lambda e=e: keys.embed_texts_key(cfg, e, "text", captions(text_datasets(cfg, e))))
+        modal = r.check("embed_items", f"{e}/modal", e, lambda e=e: keys.embed_items_key(cfg, e))
+        off = r.check("offsets", e, e, lambda e=e, text=text, modal=modal, entry=entry: keys.offsets_key(
+            cfg, e, *_need(text, modal), *captions([entry.offset_dataset])))
+        centred = r.check("train", f"{e}/textme", e, lambda e=e, text=text, off=off, entry=entry: keys.train_key(
+            cfg, e, *_need(text, pivot), captions(list(entry.train_on)), *_need(off)))
+        uncentred = None
+        if cfg.training.ablate_centring:
+            uncentred = r.check("train", f"{e}/uncentred", e, lambda e=e, text=text, entry=entry: keys.train_key(
+                cfg, e, *_need(text, pivot), captions(list(entry.train_on)), None))
+        heads[e] = {"offset": off, "textme": centred, "uncentred": uncentred}
+
+    for spec in cfg.evaluation:
+        def eval_key(spec=spec) -> str:
+            manifests = {}
+            for e in spec.encoders():
+                h = heads[e]
+                off, centred = _need(h["offset"], h["textme"])
+                manifests[e] = {"offset": off, "textme": centred,
+                                "uncentred": _need(h["uncentred"])[0] if h["uncentred"] is not None else None}
+            return keys.evaluate_key(cfg, spec.name, manifests, *_need(pivot))
+
+        r.check("evaluate", spec.name, None, eval_key)
+    r.heads = heads  # type: ignore[attr-defined]
+    r.pivot = pivot  # type: ignore[attr-defined]
+    return r

@@ -1,0 +1,84 @@
+"""Check everything a run needs before anything is written.
+
+`preflight` reads every caption source (present, readable, caption column there and
+not empty), resolves every encoder name, and checks item folders and evaluation
+manifests. It raises the first problem as a one-line error (ConfigError, SourceError,
+InputError or an encoder error), so `textme run` can fail before touching the cache.
+
+Paths under `<workdir>/demo` of a `demo: true` config are only checked once the demo
+assets exist (`assets_ready=True`): the pipeline builds them first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.config import ConfigError, PipelineConfig
+from tasks.inputs import list_items, read_eval_manifest
+from tasks.sources import read_captions
+from tasks.workspace import Workspace
+
+__all__ = ["preflight", "used_datasets", "text_datasets", "pivot_datasets", "user_errors"]
+
+
+def used_datasets(cfg: PipelineConfig) -> list[str]:
+    """Datasets some encoder trains on or takes offsets from, in config order."""
+    used = {d for e in cfg.encoders.values() for d in (*e.train_on, e.offset_dataset)}
+    return [d for d in cfg.datasets if d in used]
+
+
+def text_datasets(cfg: PipelineConfig, encoder: str) -> list[str]:
+    """Datasets an encoder's text tower embeds: its training captions + offset captions."""
+    entry = cfg.encoders[encoder]
+    return list(dict.fromkeys([*entry.train_on, entry.offset_dataset]))
+
+
+def pivot_datasets(cfg: PipelineConfig) -> list[str]:
+    """Datasets the pivot embeds: every encoder's training captions."""
+    return list(dict.fromkeys(d for e in cfg.encoders.values() for d in e.train_on))
+
+
+def _pending(cfg: PipelineConfig, path: str | None, assets_ready: bool) -> bool:
+    """True for a demo path that cannot exist yet."""
+    if not cfg.demo or assets_ready or path is None:
+        return False
+    demo = Workspace.of(cfg).demo
+    return Path(path) == demo or demo in Path(path).parents
+
+
+def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
+    from textme.encoders import list_encoders
+
+    known = set(list_encoders())
+    for where, name in [("pivot.encoder", cfg.pivot.encoder)] + [
+        (f"encoders.{n}.encoder", e.encoder) for n, e in cfg.encoders.items()
+    ]:
+        if name not in known:
+            raise ConfigError(f"{cfg.path}: {where}: unknown encoder {name!r} (known: {', '.join(sorted(known))})")
+    for name in used_datasets(cfg):
+        spec = cfg.datasets[name]
+        if not _pending(cfg, spec.source, assets_ready):
+            read_captions(spec, name)
+    for name in {e.offset_dataset for e in cfg.encoders.values()}:
+        items = cfg.datasets[name].items
+        if not _pending(cfg, items, assets_ready):
+            list_items(items)
+    for spec in cfg.evaluation:
+        if not _pending(cfg, spec.manifest, assets_ready):
+            read_eval_manifest(spec)
+    if assets_ready or not cfg.demo:
+        from tasks.keys import encoder_identity
+
+        encoder_identity(cfg, "pivot", "text")
+        for name in cfg.encoders:
+            encoder_identity(cfg, name, "text")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, shown as one line (no traceback) by the CLI."""
+    from tasks.inputs import InputError
+    from tasks.sources import SourceError
+    from textme.encoders.errors import EncoderError
+
+    return (ConfigError, SourceError, InputError, EncoderError)
+

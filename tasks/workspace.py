@@ -1,0 +1,97 @@
+"""Where everything of one config lives under its workdir.
+
+One place that knows the layout, so tasks, flows and the CLI agree on it:
+
+    <workdir>/
+      cache/                embedding cache (unless `cache:` names another URL)
+      tables/               Parquet tables (storage.tables.TableStore)
+      catalog.duckdb        DuckDB catalog, one view per table (rebuilt by the results stage)
+      configs/<fp>.json     resolved config snapshots (what tasks load; stored with results)
+      manifests/<key>.json  each stage's output manifest, named by its cache key
+      offsets/<fp>/         mu_text / mu_modal (textme.offsets.save_offset)
+      projections/<fp>.pt   trained heads (textme.save_projection)
+      prefect/results/      Prefect's persisted task results and cache records
+      refresh/sources.json  caption source fingerprints seen by the last refresh
+      demo/                 embedded demo assets (demo.assets.prepare_demo)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Workspace", "atomic_write_text", "read_json"]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    cache_url: str
+
+    @classmethod
+    def of(cls, cfg: Any) -> "Workspace":
+        """The workspace of a `PipelineConfig`."""
+        return cls(Path(cfg.workdir), cfg.cache)
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.root / "prefect" / "results"
+
+    @property
+    def refresh_state(self) -> Path:
+        return self.root / "refresh" / "sources.json"
+
+    @property
+    def demo(self) -> Path:
+        return self.root / "demo"
+
+    def config_snapshot(self, config_fp: str) -> Path:
+        return self.configs / f"{config_fp}.json"
+
+    def manifest(self, key: str) -> Path:
+        return self.manifests / f"{key}.json"
+
+    def offset_dir(self, fp: str) -> Path:
+        return self.root / "offsets" / fp
+
+    def projection(self, fp: str) -> Path:
+        return self.root / "projections" / f"{fp}.pt"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write-then-rename, so readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

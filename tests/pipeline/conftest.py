@@ -1,0 +1,97 @@
+"""Fixtures for the pipeline tests: one real temporary Prefect server per session, the
+demo's generated assets built once, and mini configs in temporary folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from tests.pipeline.helpers import K_EDITED, EncodeCounter, run_pipeline, write_mini_config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """<root>/demo of a workdir where the demo assets were built once (read-only use)."""
+    from demo.assets import prepare_demo
+
+    root = tmp_path_factory.mktemp("assets")
+    return Path(prepare_demo(root)["root"])
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real temporary Prefect server (SQLite) for the whole session; its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def mini_config(tmp_path: Path, assets: Path) -> Path:
+    return write_mini_config(tmp_path / "mini", assets)
+
+
+@pytest.fixture
+def subprocess_env(prefect_api: str) -> dict[str, str]:
+    """Environment for a child process that talks to the session's Prefect server."""
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(prefect_api, assets, tmp_path_factory):
+    """One mini config run three times, in order: cold; warm (same config); after
+    K_EDITED captions of scenes_image were edited. Run ids, timings and forward-pass
+    counts of each, for tests/pipeline/test_flows.py and test_cli.py."""
+    from tasks.config import load_config
+
+    mp = pytest.MonkeyPatch()
+    try:
+        config = write_mini_config(tmp_path_factory.mktemp("flows") / "mini", assets)
+        cfg = load_config(config)
+        out = {"config": config, "cfg": cfg}
+
+        counter = EncodeCounter(mp)
+        out["cold"], out["cold_s"] = run_pipeline(config)
+        out["cold_encoded"] = counter.total()
+        counter.calls.clear()
+        out["warm"], out["warm_s"] = run_pipeline(config)
+        out["warm_encoded"] = counter.total()
+
+        source = Path(cfg.datasets["scenes_image"].source)
+        lines = source.read_text().splitlines()
+        for i in range(K_EDITED):  # change the text of k captions, ids unchanged
+            row = json.loads(lines[i])
+            row["caption"] = f"{row['caption']} (edited {i})"
+            lines[i] = json.dumps(row)
+        source.write_text("\n".join(lines) + "\n")
+        counter.calls.clear()
+        out["edit"], _ = run_pipeline(config)
+        out["edit_encoded"] = dict(counter.calls)
+        yield out
+    finally:
+        mp.undo()
+
+
