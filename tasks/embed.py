@@ -69,8 +69,10 @@ def namespace_of(cfg: PipelineConfig, manifest: dict[str, Any]):
     return open_cache(cfg).open_namespace(manifest["namespace"])
 
 
-def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequence[str]) -> tuple[int, int]:
-    """Encode the inputs whose keys `ns` lacks, committing chunk by chunk.
+def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequence[str],
+               label: str = "") -> tuple[int, int]:
+    """Encode the inputs whose keys `ns` lacks, committing chunk by chunk (progress is
+    logged per chunk under `label`, e.g. "clip/text").
 
     Returns (n_requested: distinct keys asked for, n_computed: vectors newly stored).
     """
@@ -80,10 +82,16 @@ def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequ
     missing = ns.missing(list(first))
     computed = 0
     step = chunk_size()
+    started = time.perf_counter()
     for start in range(0, len(missing), step):
         chunk = missing[start : start + step]
         vectors = enc.encode(tower, [inputs[first[k]] for k in chunk])
         computed += ns.put(chunk, vectors)
+        if len(missing) > step:  # long encodes: one progress line per committed chunk
+            done = start + len(chunk)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
+                          label or tower, done, len(missing), rate, (len(missing) - done) / rate)
     return len(first), computed
 
 
@@ -124,7 +132,7 @@ def embed_captions(cfg: PipelineConfig, encoder: str, tower: str, captions: list
         texts.extend(t)
     started = time.perf_counter()
     ns, enc = open_namespace(cfg, encoder, tower)
-    requested, computed = fill_cache(ns, enc, tower, shas, texts)
+    requested, computed = fill_cache(ns, enc, tower, shas, texts, f"{encoder}/{tower}")
     seconds = time.perf_counter() - started
     log_embedding(cfg, key, [{"encoder": encoder, "tower": tower, "namespace": ns.id, "n_requested": requested,
                               "n_computed": computed, "seconds": seconds}])
@@ -149,7 +157,7 @@ def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
     sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
     started = time.perf_counter()
     ns, enc = open_namespace(cfg, encoder, "modal")
-    requested, computed = fill_cache(ns, enc, "modal", sample.keys, sample.paths)
+    requested, computed = fill_cache(ns, enc, "modal", sample.keys, sample.paths, f"{encoder}/modal")
     seconds = time.perf_counter() - started
     log_embedding(cfg, key, [{"encoder": encoder, "tower": "modal", "namespace": ns.id, "n_requested": requested,
                               "n_computed": computed, "seconds": seconds}])

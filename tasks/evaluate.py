@@ -61,7 +61,7 @@ class EvalContext:
 
         started = time.perf_counter()
         ns, enc = open_namespace(self.cfg, encoder, tower)
-        requested, computed = fill_cache(ns, enc, tower, input_keys, inputs)
+        requested, computed = fill_cache(ns, enc, tower, input_keys, inputs, f"{encoder}/{tower}")
         self.embedded.append({"encoder": encoder, "tower": tower, "namespace": ns.id, "n_requested": requested,
                               "n_computed": computed, "seconds": time.perf_counter() - started})
         return ns.get(input_keys)

@@ -1,0 +1,33 @@
+"""fill_cache: chunked commits, progress lines, and only missing keys encoded."""
+
+from __future__ import annotations
+
+import logging
+
+from demo.encoders import ToyPivot
+from storage.cache import EmbeddingCache
+from storage.fingerprint import text_key
+from tasks.embed import fill_cache
+
+
+def test_chunks_commit_log_progress_and_skip_cached(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TEXTME_EMBED_CHUNK", "4")
+    enc = ToyPivot(dim=8)
+    ns = EmbeddingCache(str(tmp_path / "cache")).namespace(enc.identity("text"), dim=enc.dim)
+    texts = [f"a scene with {i} red cubes" for i in range(10)]
+    keys = [text_key(t) for t in texts]
+
+    with caplog.at_level(logging.INFO, logger="textme.tasks"):
+        assert fill_cache(ns, enc, "text", keys, texts, "toy/text") == (10, 10)
+    assert ns.segments() == 3  # 4 + 4 + 2: one committed segment per chunk
+    progress = [r.getMessage() for r in caplog.records if "committed" in r.getMessage()]
+    assert [m.split(" committed")[0] for m in progress] == ["embed toy/text: 4/10", "embed toy/text: 8/10",
+                                                           "embed toy/text: 10/10"]
+    assert all("items/s" in m for m in progress)
+
+    # a repeated key and two new texts: only the two are encoded
+    more = texts[:3] + ["a scene with a blue sphere", "a scene with a green cone", texts[0]]
+    assert fill_cache(ns, enc, "text", [text_key(t) for t in more], more) == (5, 2)
+    got = ns.get([text_key(t) for t in more])
+    expected = enc.encode("text", more)
+    assert abs(got - expected).max() < 2e-3  # float16 storage
