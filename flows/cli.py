@@ -1,10 +1,10 @@
 """The `textme` command: run the pipeline, inspect it, query and search its results.
 
-    textme run CONFIG [--runner thread|dask] [--dask-workers N] [--dask-address URL]
+    textme run CONFIG [--runner thread|dask] [--threads N] [--dask-workers N] [--dask-address URL]
     textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
     textme refresh CONFIG [--force]              re-run if a caption source changed
     textme status CONFIG [--json]                cached / missing / stale per stage
-    textme query "SQL" [--config CONFIG | --catalog PATH]
+    textme query "SQL" [--config CONFIG | --catalog PATH] [--limit N]
     textme search CONFIG "text" [--modality M] [--k 10]
     textme cache verify CONFIG
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
@@ -27,6 +27,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from tasks.workspace import Workspace  # noqa: E402
 
 app = typer.Typer(
     name="textme",
@@ -140,7 +142,7 @@ def run(
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
         out.print(_results_table(rows, f"TextME results: {cfg.name}"))
-    out.print(f"catalog: {Path(cfg.workdir) / 'catalog.duckdb'}  (textme query \"SELECT * FROM results\" "
+    out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query \"SELECT * FROM results\" "
               f"--config {config})")
 
 
@@ -223,7 +225,7 @@ def query(
     if (config is None) == (catalog is None):
         _fail("give exactly one of --config CONFIG or --catalog PATH")
     if catalog is None:
-        catalog = Path(_load(config).workdir) / "catalog.duckdb"
+        catalog = Workspace.of(_load(config)).catalog
     if not catalog.is_file():
         _fail(f"{catalog}: no catalog yet (run `textme run` first)")
     try:

@@ -579,7 +579,7 @@ class _Validator:
         def repl(m: re.Match) -> str:
             var = m.group(1)
             if var not in variables:
-                known = ", ".join("${%s}" % k for k in ("workdir", "config_dir"))
+                known = ", ".join("${%s}" % k for k in variables) or "none here"
                 self.fail(where, f"unknown variable ${{{var}}} (known: {known})")
             return variables[var]
 

@@ -292,7 +292,8 @@ def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot:
                 "source_identity_fp": _identity_fp(cfg, source, source_tower),
                 "target_identity_fp": _identity_fp(cfg, target, "modal"),
                 **lineage,
-                "stand_in": _stand_in(cfg, involved | {"pivot"}),
+                # native rows score the encoder's own space: the pivot plays no part
+                "stand_in": _stand_in(cfg, involved if variant == "native" else involved | {"pivot"}),
             })
 
     _TASKS[spec.task](ctx, spec, data, emit)

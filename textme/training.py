@@ -21,10 +21,28 @@ import torch
 
 from textme.losses import make_loss
 from textme.offsets import as_vector, process_embeddings
-from textme.projector import ProjectionHead
+from textme.projector import _ACTIVATIONS, _INIT_MODES, ProjectionHead
 
 _SCHEDULES = ("cosine", "cosine_restarts", "constant")
 _PRECISIONS = ("auto", "fp32", "bf16")
+_LOSSES = ("hard_negative", "infonce", "mse")
+
+
+def _two_betas(betas: Any) -> bool:
+    try:
+        return len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_device(device: Any) -> bool:
+    if device == "auto":
+        return True
+    try:
+        torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -73,12 +91,24 @@ class TrainConfig:
             (self.restarts >= 1, "restarts must be >= 1"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be None or > 0"),
             (self.proj_dim is None or self.proj_dim >= 1, "proj_dim must be None or >= 1"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.eps > 0, "eps must be > 0"),
+            (self.min_lr >= 0, "min_lr must be >= 0"),
+            (_two_betas(self.betas), "betas must be two numbers in [0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0 <= self.bottom_perc_margin <= self.top_perc_margin,
+             "bottom_perc_margin must be >= 0 and <= top_perc_margin"),
+            (self.max_neg is None or self.max_neg >= 1, "max_neg must be None or >= 1"),
+            (self.init_mode in _INIT_MODES, f"init_mode must be one of {_INIT_MODES}"),
+            (self.dim_act.lower() in _ACTIVATIONS, f"dim_act must be one of {tuple(sorted(_ACTIVATIONS))}"),
+            (self.loss in _LOSSES, f"loss must be one of {_LOSSES}"),
+            (_is_device(self.device), f"device must be 'auto' or a torch device such as 'cpu', 'cuda:0'; "
+                                      f"got {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
         object.__setattr__(self, "betas", tuple(self.betas))
-        self.loss_kwargs()  # unknown loss names fail here, not after loading data
 
     def loss_kwargs(self) -> dict[str, Any]:
         """The constructor arguments of `self.loss` (only those it takes)."""

@@ -124,10 +124,19 @@ def test_input_errors(rng):
         train_projection(text, pivot, offset=np.zeros(3))
     with pytest.raises(TypeError, match="pass its text_mean"):
         train_projection(text, pivot, offset=Offset.from_embeddings(text))
-    with pytest.raises(ValueError, match="unknown loss 'triplet'"):
-        TrainConfig(loss="triplet")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=1)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("loss", "triplet"), ("init_mode", "kaiming"), ("dim_act", "swish2"), ("betas", (0.9,)),
+    ("betas", (0.9, 1.5)), ("temperature", 0.0), ("bottom_perc_margin", 0.95), ("max_neg", 0),
+    ("device", "gpu"), ("weight_decay", -0.1), ("eps", 0.0),
+])
+def test_a_bad_value_is_refused_when_the_config_is_built_naming_its_field(field, value):
+    # a typo must fail before any data is embedded, not at the train stage
+    with pytest.raises(ValueError, match=rf"^TrainConfig: {field} must"):
+        TrainConfig(**{field: value})
 
 
 def test_config_defaults_are_the_papers_and_json_able():
