@@ -291,7 +291,7 @@ def config_from_dict(
         cache = v.path(cache, config_dir)
 
     pivot_raw = v.section(top["pivot"], _PIVOT, "pivot")
-    pivot = EncoderRef(encoder=pivot_raw["encoder"], options=dict(pivot_raw["options"]))
+    pivot = EncoderRef(encoder=pivot_raw["encoder"], options=_option_paths(pivot_raw["options"], v, config_dir))
 
     datasets: dict[str, DatasetSpec] = {}
     for ds_name, raw in top["datasets"].items():
@@ -335,7 +335,7 @@ def config_from_dict(
             )
         encoders[enc_name] = EncoderEntry(
             encoder=e["encoder"],
-            options=dict(e["options"]),
+            options=_option_paths(e["options"], v, config_dir),
             train_on=train_on,
             offset_dataset=offset_ds,
         )
@@ -442,6 +442,25 @@ def _training(raw: Any, v: "_Validator") -> TrainingSpec:
     ablate = v.typed(raw.get("ablate_centring", False), (bool,), "training.ablate_centring")
     _check_train_values(params, v)
     return TrainingSpec(params=params, ablate_centring=ablate)
+
+
+# Encoder options that name local files or folders (weights, checkpoints, vector files):
+# relative values resolve against the config's folder, like every other path in it.
+_PATH_OPTIONS = ("path", "checkpoint", "text", "modal")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def _option_paths(options: Mapping[str, Any], v: "_Validator", config_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):  # composite: {text: {encoder: ..., options: {...}}}
+            value = _option_paths(value, v, config_dir)
+        elif isinstance(value, str) and "://" not in value and (
+            key in _PATH_OPTIONS or (key == "pretrained" and value.endswith(_WEIGHT_SUFFIXES))
+        ):
+            value = v.path(value, config_dir)
+        out[key] = value
+    return out
 
 
 def _check_train_values(params: dict[str, Any], v: "_Validator") -> None:

@@ -145,3 +145,19 @@ def test_paper_config_validates_offline_with_the_papers_recipe(monkeypatch):
         assert enc.modality == cfg.datasets[entry.offset_dataset].modality, name
     assert {e.name for e in cfg.evaluation} >= {"flickr_image_retrieval", "audiocaps_retrieval",
                                                  "modelnet40_classification", "esc50_classification"}
+
+
+def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
+    text = BASE.replace(
+        "    encoder: toy\n    options: {modality: image, tower_seed: 1}\n",
+        "    encoder: composite\n"
+        "    options:\n"
+        "      text: {encoder: clip, options: {pretrained: weights/clip.pt, model: ViT-B-32}}\n"
+        "      modal: {encoder: precomputed, options: {modal: vectors/img.parquet, dim: 8}}\n",
+    ).replace("options: {dim: 16}}", "options: {path: ~/models/qwen, model: Qwen/Qwen3-Embedding-4B}}")
+    cfg = load_config(write(tmp_path, text))
+    options = cfg.encoders["img"].options
+    assert options["text"]["options"] == {"pretrained": str(tmp_path / "weights" / "clip.pt"), "model": "ViT-B-32"}
+    assert options["modal"]["options"]["modal"] == str(tmp_path / "vectors" / "img.parquet")
+    assert cfg.pivot.options == {"path": str(Path("~/models/qwen").expanduser()), "model": "Qwen/Qwen3-Embedding-4B"}
+    assert config_from_dict(config_to_dict(cfg)) == cfg  # already absolute: unchanged
