@@ -25,7 +25,7 @@ from tasks import keys
 from tasks.common import read_manifest
 from tasks.config import PipelineConfig
 from tasks.validate import pivot_datasets, text_datasets, used_datasets
-from tasks.workspace import Workspace, read_json
+from tasks.workspace import Workspace
 
 __all__ = ["StageStatus", "Replay", "replay", "unit_of"]
 
@@ -68,17 +68,10 @@ class Replay:
         self.ws = Workspace.of(cfg)
         self.stages: list[StageStatus] = []
         self._seen: dict[tuple[str, str], set[str]] = defaultdict(set)
-        if self.ws.manifests.is_dir():
-            for path in self.ws.manifests.glob("*.json"):
-                if path.name.endswith(".items.json"):
-                    continue
-                try:
-                    m = read_json(path)
-                except ValueError:
-                    continue
-                unit = unit_of(m)
-                if unit is not None:
-                    self._seen[(m["stage"], unit)].add(m.get("key", path.stem))
+        for path, m in self.ws.stage_manifests():
+            unit = unit_of(m)
+            if unit is not None:
+                self._seen[(m["stage"], unit)].add(m.get("key", path.stem))
 
     def check(self, stage: str, unit: str, encoder: str | None, key_fn) -> StageStatus:
         """key_fn() computes the key; it may fail (missing input, upstream not cached)."""

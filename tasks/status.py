@@ -12,7 +12,7 @@ from tasks import keys
 from tasks.common import open_cache, open_tables
 from tasks.config import PipelineConfig
 from tasks.plan import replay
-from tasks.workspace import Workspace, read_json
+from tasks.workspace import Workspace
 
 __all__ = ["collect_status", "config_namespaces", "collect_gc"]
 
@@ -91,15 +91,7 @@ def collect_gc(cfgs: list[PipelineConfig], *, dry_run: bool = False) -> list[dic
 
 
 def _forget_stage_records(ws: Workspace, namespaces: set[str]) -> None:
-    if not ws.manifests.is_dir():
-        return
-    for path in ws.manifests.glob("*.json"):
-        if path.name.endswith(".items.json"):
-            continue
-        try:
-            m = read_json(path)
-        except ValueError:
-            continue
+    for path, m in ws.stage_manifests():
         if m.get("stage") in ("embed", "embed_items") and m.get("namespace") in namespaces:
             (ws.prefect_results / m["key"]).unlink(missing_ok=True)
             path.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = ["Workspace", "atomic_write_text", "read_json"]
 
@@ -70,6 +70,18 @@ class Workspace:
 
     def manifest(self, key: str) -> Path:
         return self.manifests / f"{key}.json"
+
+    def stage_manifests(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """(path, manifest) of every readable stage manifest (item sidecars skipped)."""
+        if not self.manifests.is_dir():
+            return
+        for path in self.manifests.glob("*.json"):
+            if path.name.endswith(".items.json"):
+                continue
+            try:
+                yield path, read_json(path)
+            except ValueError:  # half-written by a killed writer of an older version
+                continue
 
     def offset_dir(self, fp: str) -> Path:
         return self.root / "offsets" / fp

@@ -15,10 +15,12 @@ output after.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .batching import run_in_batches
 from .inputs import check_items, check_texts
 
 TEXT_TOWERS = ("text", "query")
@@ -118,6 +120,14 @@ class Encoder(ABC):
         return self.encode("modal", items, **kwargs)
 
     # ---- helpers -----------------------------------------------------------------
+    def _in_batches(self, tower: str, items: list[str], batch: Callable[[list[str]], np.ndarray], *,
+                    batch_size: int, progress: bool) -> np.ndarray:
+        """`batch` over consecutive slices of `items` (progress bar, OOM backoff)."""
+        vecs, _ = run_in_batches(len(items), lambda idx: batch([items[i] for i in idx]),
+                                 batch_size=batch_size, progress=progress,
+                                 desc=f"{self.name or self.adapter} {tower}")
+        return vecs
+
     def _check_tower(self, tower: str) -> None:
         if tower not in self.towers:
             raise ValueError(f"encoder {self.name or self.adapter!r} has no tower {tower!r}; "

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from .base import Encoder, resolve_dtype, torch_dtype
-from .batching import run_in_batches
 from .hub import WeightsSource
 from .inputs import read_wav
 from .registry import register_encoder
@@ -126,13 +125,7 @@ class ClapEncoder(Encoder):
     def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
         self._load()
         batch = self._text_batch if tower == "text" else self._audio_batch
-
-        def run(idx: list[int]) -> np.ndarray:
-            return batch([items[i] for i in idx])
-
-        vecs, _ = run_in_batches(len(items), run, batch_size=batch_size, progress=progress,
-                                 desc=f"{self.name or self.adapter} {tower}")
-        return vecs
+        return self._in_batches(tower, items, batch, batch_size=batch_size, progress=progress)
 
     def _text_batch(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .base import Encoder, resolve_dtype, torch_dtype
-from .batching import run_in_batches
 from .errors import ModelUnavailableError
 from .hub import download_hf_file, hf_file_identity, is_offline, parse_hf_file, sha256_file
 from .inputs import load_image
@@ -234,13 +233,7 @@ class OpenClipEncoder(Encoder):
     def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
         self._load()
         batch = self._text_batch if tower == "text" else self._image_batch
-
-        def run(idx: list[int]) -> np.ndarray:
-            return batch([items[i] for i in idx])
-
-        vecs, _ = run_in_batches(len(items), run, batch_size=batch_size, progress=progress,
-                                 desc=f"{self.name or self.adapter} {tower}")
-        return vecs
+        return self._in_batches(tower, items, batch, batch_size=batch_size, progress=progress)
 
     def _text_batch(self, texts: list[str]) -> np.ndarray:
         import torch
