@@ -139,3 +139,39 @@ def test_text_only_tower_drops_the_image_tower(tiny_open_clip):
     enc = get_encoder("open-clip", **tiny_open_clip, towers=("text",), device="cpu")
     enc.encode_text(["a dog"])
     assert isinstance(enc._model.visual, torch.nn.Identity)
+
+
+def test_text_and_modal_encodes_racing_on_first_load(tiny_open_clip, images, monkeypatch):
+    # The pipeline's text and modal embed tasks share one encoder and run in parallel
+    # threads; a slow load must not let one of them see a half-loaded model.
+    import threading
+    import time
+
+    import open_clip
+
+    real_get_tokenizer = open_clip.get_tokenizer
+    loads = []
+
+    def slow_get_tokenizer(*args, **kwargs):
+        loads.append(threading.get_ident())
+        time.sleep(0.3)
+        return real_get_tokenizer(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", slow_get_tokenizer)
+    enc = get_encoder("open-clip", **tiny_open_clip, device="cpu")
+    results, errors = {}, []
+
+    def run(tower, inputs):
+        try:
+            results[tower] = enc.encode(tower, inputs)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=("text", TEXTS)), threading.Thread(target=run, args=("modal", images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(loads) == 1  # loaded once
+    assert results["text"].shape == (4, 32) and results["modal"].shape == (3, 32)

@@ -14,6 +14,7 @@ output after.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -67,6 +68,9 @@ class Encoder(ABC):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._device_option = device
         self.batch_size = int(batch_size or self.default_batch_size)
+        # The pipeline shares one encoder object between its text and modal embed tasks,
+        # which run in parallel threads: weights must load once, and wholly, before use.
+        self._load_lock = threading.Lock()
 
     # ---- what subclasses provide -------------------------------------------------
     @property
@@ -81,6 +85,17 @@ class Encoder(ABC):
     @abstractmethod
     def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
         """Embed checked, non-empty `items`; rows in input order (normalised afterwards)."""
+
+    def _load_weights(self) -> None:
+        """Load the model; set `self._model` last (it marks the load complete)."""
+
+    def _ensure_loaded(self) -> None:
+        """`_load_weights` once, even when several threads encode at the same time."""
+        if getattr(self, "_model", None) is not None:
+            return
+        with self._load_lock:
+            if getattr(self, "_model", None) is None:
+                self._load_weights()
 
     def unload(self) -> None:
         """Drop loaded weights (they are reloaded on the next encode)."""

@@ -101,12 +101,10 @@ class ClapEncoder(Encoder):
 
     @property
     def sample_rate(self) -> int:
-        self._load()
+        self._ensure_loaded()
         return int(self._processor.feature_extractor.sampling_rate)
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    def _load_weights(self) -> None:
         from transformers import ClapModel, ClapProcessor
 
         name, kwargs = self.source.load_args()
@@ -123,7 +121,7 @@ class ClapEncoder(Encoder):
         self._model = self._processor = None
 
     def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
-        self._load()
+        self._ensure_loaded()
         batch = self._text_batch if tower == "text" else self._audio_batch
         return self._in_batches(tower, items, batch, batch_size=batch_size, progress=progress)
 

@@ -197,9 +197,7 @@ class OpenClipEncoder(Encoder):
         return ident
 
     # ---- loading -----------------------------------------------------------------
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    def _load_weights(self) -> None:
         import open_clip
         import torch
 
@@ -222,16 +220,16 @@ class OpenClipEncoder(Encoder):
             if got != self.preprocess_cfg():
                 raise RuntimeError(f"open_clip resolved preprocessing {got} for {self.arch!r}, but the "
                                    f"identity says {self.preprocess_cfg()}: bump embed_code_version")
-        self._model = model.eval()
         self._tokenizer = open_clip.get_tokenizer(self.arch)
         self._preprocess = preprocess
+        self._model = model.eval()
 
     def unload(self) -> None:
         self._model = self._tokenizer = self._preprocess = None
 
     # ---- encoding ----------------------------------------------------------------
     def _encode(self, tower: str, items: list[str], *, batch_size: int, progress: bool) -> np.ndarray:
-        self._load()
+        self._ensure_loaded()
         batch = self._text_batch if tower == "text" else self._image_batch
         return self._in_batches(tower, items, batch, batch_size=batch_size, progress=progress)
 

@@ -171,9 +171,7 @@ class Qwen3EmbeddingEncoder(Encoder):
         return self._dim_option
 
     # ---- loading -----------------------------------------------------------------
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    def _load_weights(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         device = self.device
@@ -204,7 +202,7 @@ class Qwen3EmbeddingEncoder(Encoder):
     # ---- encoding ----------------------------------------------------------------
     def tokenize(self, tower: str, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (with the tokenizer's EOS), queries wrapped in the instruction."""
-        self._load()
+        self._ensure_loaded()
         if tower == "query":
             texts = [format_query(self.instruction, t) for t in texts]
         enc = self._tokenizer(list(texts), truncation=True, max_length=self.max_length,
