@@ -153,6 +153,10 @@ def evaluate_cmd(
 ) -> None:
     """Re-run evaluations with the heads the pipeline already trained."""
     cfg = _load(config, check_inputs=True)
+    known = [spec.name for spec in cfg.evaluation]
+    for name in only or []:
+        if name not in known:  # before the flow starts: no Prefect traceback for a typo
+            _fail(f"{config}: unknown evaluation {name!r} (known: {', '.join(known) or 'none'})")
     from flows.evaluate import evaluate_only
 
     state = _run_flow(evaluate_only, cfg, {"config": str(config), "evaluations": only or None})

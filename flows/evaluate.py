@@ -44,9 +44,11 @@ def evaluate_only(config: str, evaluations: list[str] | None = None) -> dict[str
     """Run the evaluation entries (all, or the named ones) with existing heads."""
     started = now()
     cfg, snapshot, config_fp = prepare(config)
-    names = evaluations or [spec.name for spec in cfg.evaluation]
-    for name in names:
-        cfg.evaluation_by_name(name)  # KeyError naming the known entries
+    known = [spec.name for spec in cfg.evaluation]
+    names = evaluations or known
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"{cfg.path}: unknown evaluation {unknown[0]!r} (known: {', '.join(known) or 'none'})")
     rep = replay(cfg)
     if rep.pivot.manifest is None:
         raise ConfigError(f"{cfg.path}: the pivot's captions are not embedded; run `textme run` first")

@@ -176,3 +176,11 @@ def test_cache_verify_and_gc(pipeline_runs):
     assert {info.id for info in EmbeddingCache(cfg.cache).namespaces()} == before - {orphan.id}
     report = json.loads(invoke("status", config, "--json").stdout)
     assert {s["status"] for s in report["stages"]} == {"cached"}  # the config's own data stayed
+
+
+def test_evaluate_with_an_unknown_entry_is_one_line_before_any_flow(pipeline_runs):
+    result = invoke("evaluate", pipeline_runs["config"], "--only", "image_retrieval", "--only", "nope")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown evaluation 'nope' (known: image_retrieval, " in lines[0]
+    assert result.stdout == ""

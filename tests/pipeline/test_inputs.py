@@ -99,3 +99,95 @@ def test_eval_manifest_errors_name_file_and_line(tmp_path):
     manifest.write_text(json.dumps({"item": "x.png", "captions": ["a", "b"]}) + "\n")
     data = read_eval_manifest(entry)
     assert data.items == [str(item)] and data.query_item == [0, 0] and data.captions == ["a", "b"]
+
+
+# --------------------------------------------------------------------------- hub sources
+
+HUB_REPO = "SoyeonHH/textme-data"
+HUB_FILE = "captions/coco.parquet"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty huggingface_hub cache folder in tmp, offline.
+
+    huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE into `constants` at import,
+    so the module attributes are patched too (the environment is for tasks/sources.py,
+    which reads HF_HUB_OFFLINE itself, and for anything that re-reads it)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def put_in_hub_cache(cache: Path, repo: str, filename: str, data: bytes, commit: str) -> Path:
+    """Lay a file out as huggingface_hub's cache holds a downloaded dataset file:
+    blobs/<sha256>, snapshots/<commit>/<filename> -> blob (relative link), refs/main."""
+    import hashlib
+    import os
+
+    root = cache / f"datasets--{repo.replace('/', '--')}"
+    blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    pointer = root / "snapshots" / commit / filename
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return blob
+
+
+def parquet_bytes(tmp_path: Path, captions: list) -> bytes:
+    """A caption file in the official dataset's layout (id, caption, dataset, ...)."""
+    path = tmp_path / "upload.parquet"
+    n = len(captions)
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)], "caption": captions,
+                             "dataset": ["coco"] * n, "modality": ["image"] * n}), path)
+    return path.read_bytes()
+
+
+def test_hub_source_is_read_from_the_hub_cache_offline(tmp_path, hub_cache):
+    from storage.fingerprint import file_key
+    from tasks.sources import fetch_source
+
+    commit = "a" * 40
+    blob = put_in_hub_cache(hub_cache, HUB_REPO, HUB_FILE, parquet_bytes(tmp_path, CAPTIONS), commit)
+    hub = DatasetSpec(source=f"hf://{HUB_REPO}/{HUB_FILE}", id_column="id")
+
+    path = fetch_source(hub)
+    assert path.name == "coco.parquet" and path.resolve() == blob.resolve()
+    caps = read_captions(hub, "coco")
+    assert caps.texts == ["A dog runs.", "a cat sits", "a bird sings"] and caps.ids == ["0", "2", "6"]
+    assert (caps.n_input, caps.n_empty, caps.n_duplicate) == (7, 3, 1)
+    assert caps.source == hub.source
+    fp = source_fingerprint(hub)
+    assert fp == {"kind": "hub-cached", "repo": HUB_REPO, "path": HUB_FILE, "sha256": file_key(blob)}
+
+    # a new commit on main with other content: another fingerprint (what refresh compares)
+    put_in_hub_cache(hub_cache, HUB_REPO, HUB_FILE, parquet_bytes(tmp_path, ["a new caption"]), "b" * 40)
+    assert read_captions(hub, "coco").texts == ["a new caption"]
+    assert source_fingerprint(hub)["sha256"] != fp["sha256"]
+    # a pinned commit is read from its snapshot, and is its own fingerprint
+    pinned = DatasetSpec(source=f"hf://{HUB_REPO}/{HUB_FILE}@{commit}")
+    assert read_captions(pinned, "coco").texts == caps.texts
+    assert source_fingerprint(pinned) == {"kind": "hub", "repo": HUB_REPO, "path": HUB_FILE, "commit": commit}
+
+
+def test_missing_hub_file_is_one_line_naming_source_and_the_way_out(tmp_path, hub_cache):
+    put_in_hub_cache(hub_cache, HUB_REPO, HUB_FILE, parquet_bytes(tmp_path, CAPTIONS), "a" * 40)
+    for source in (f"hf://{HUB_REPO}/captions/absent.parquet", "hf://nobody/nothing/captions/coco.parquet"):
+        hub = DatasetSpec(source=source)
+        for call in (lambda: read_captions(hub, "coco"), lambda: source_fingerprint(hub)):
+            with pytest.raises(SourceError) as info:
+                call()
+            message = str(info.value)
+            assert "\n" not in message
+            assert message.startswith(f"{source}: cannot fetch from the Hugging Face hub (")
+            assert message.endswith("download it and point `source:` at the local file")
