@@ -238,16 +238,23 @@ def query(
             cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchmany(limit + 1)
+            # Results of stand-in models are never shown without saying so.
+            stand_in = "results" in sql.lower() and bool(
+                con.execute("select coalesce(bool_or(stand_in), false) from results").fetchone()[0])
         finally:
             con.close()
     except duckdb.Error as exc:
         _fail(f"query failed: {str(exc).splitlines()[0]}")
+    from tasks.results import STAND_IN_NOTE
+
     table = Table(caption=f"first {limit} rows" if len(rows) > limit else None)
     for col in columns:
         table.add_column(col)
     for row in rows[:limit]:
         table.add_row(*("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
     out.print(table)
+    if stand_in:
+        out.print(f"These results include rows with stand_in = true. {STAND_IN_NOTE}")
 
 
 @app.command()

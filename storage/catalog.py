@@ -1,6 +1,6 @@
 """A DuckDB catalog file with one view per table, over the tables' Parquet files.
 
-    duckdb .textme/catalog.duckdb -c "select task, metric, avg(value) from results group by all"
+    duckdb .textme/catalog.duckdb -c "select eval_name, variant, metric, value from latest_results"
     duckdb.connect(".textme/catalog.duckdb", read_only=True).sql("select * from offsets")
 
 Views read the files at query time (``read_parquet`` over a glob, hive partitions,
@@ -30,10 +30,20 @@ import pyarrow as pa
 from storage.fs import fsync_dir
 from storage.tables import PARTITIONS, SCHEMAS, TableStore
 
-__all__ = ["build_catalog", "DUCKDB_REMOTE_PROTOCOLS"]
+__all__ = ["build_catalog", "DUCKDB_REMOTE_PROTOCOLS", "LATEST_RESULTS_SQL"]
 
 #: URL schemes DuckDB can read (with httpfs) besides local files.
 DUCKDB_REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "az", "abfss")
+
+#: `results` keeps every run's rows (the history); `latest_results` shows, for each
+#: number (evaluation, variant, metric, encoders), only the row written last.
+LATEST_RESULTS_SQL = """
+CREATE OR REPLACE VIEW latest_results AS
+SELECT * FROM results
+QUALIFY row_number() OVER (
+    PARTITION BY eval_name, task, dataset, variant, metric, source_encoder, target_encoder
+    ORDER BY created_at DESC, run_id DESC) = 1
+"""
 
 _DUCKDB_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN"}
 
@@ -49,6 +59,7 @@ def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> P
         try:
             for name, schema in SCHEMAS.items():
                 con.execute(_view_sql(name, schema, table_root, bool(tables.files(name))))
+            con.execute(LATEST_RESULTS_SQL)
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -26,7 +26,7 @@ def test_views_for_every_table_even_empty_ones(tables, tmp_path):
     con = duckdb.connect(str(path), read_only=True)
     try:
         views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
-        assert views == set(SCHEMAS)
+        assert views == set(SCHEMAS) | {"latest_results"}
         for name, schema in SCHEMAS.items():
             described = con.execute(f"describe {name}").fetchall()
             assert {r[0] for r in described} == set(schema.names), name
@@ -87,3 +87,17 @@ def test_two_read_only_readers_at_once_and_rebuild_replaces(tables, tmp_path):
 def test_memory_root_is_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="DuckDB reads only local paths"):
         build_catalog(TableStore("memory://catalog-test"), tmp_path / "catalog.duckdb")
+
+
+def test_latest_results_keeps_the_newest_row_of_each_number(tables, tmp_path):
+    later = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    tables.append("results", [result("retrieval", 0.5), result("retrieval", 0.4, metric="R@5")], part="run-1")
+    tables.append("results", [result("retrieval", 0.6, run_id="run-2", created_at=later),
+                              result("retrieval", 0.1, run_id="run-2", created_at=later, variant="uncentred")],
+                  part="run-2")
+    path = build_catalog(tables, tmp_path / "catalog.duckdb")
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select count(*) from results").fetchone() == (4,)
+        got = con.execute("select variant, metric, value, run_id from latest_results order by 1, 2").fetchall()
+    assert got == [("textme", "R@1", 0.6, "run-2"), ("textme", "R@5", 0.4, "run-1"),
+                   ("uncentred", "R@1", 0.1, "run-2")]
