@@ -17,7 +17,6 @@ Item paths are relative to the manifest's folder, or absolute.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import EvalSpec
-from tasks.sources import cached_file_key
+from tasks.sources import cached_file_key, json_lines
 
 __all__ = [
     "InputError",
@@ -118,18 +117,11 @@ def read_eval_manifest(spec: EvalSpec) -> EvalInputs:
         raise InputError(f"{path}: evaluation manifest not found (evaluation {spec.name!r})")
     out = EvalInputs(task=spec.task, manifest=str(path))
     base = path.parent
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object")
-            _PARSERS[spec.task](out, row, base, where)
+    try:
+        for lineno, row in json_lines(path, str(path), InputError):
+            _PARSERS[spec.task](out, row, base, f"{path} line {lineno}")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     _check_nonempty(out, path)
     return out
 

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tasks.config import DatasetSpec, parse_hub_source
 
@@ -247,31 +247,38 @@ def _read_csv(path: Path, shown: str, text_column: str, id_column: str | None):
     return ids, texts
 
 
+def json_lines(path: Path, shown: str, error: type[Exception]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines file; a line that
+    is not a JSON object raises `error` naming the file and the line."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{shown} line {lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise error(f"{shown} line {lineno}: expected a JSON object per line")
+            yield lineno, record
+
+
 def _read_jsonl(path: Path, shown: str, text_column: str, id_column: str | None):
     texts, ids = [], []
     seen_columns: dict[str, None] = {}
     found_text = False
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SourceError(f"{shown} line {lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(record, dict):
-                    raise SourceError(f"{shown} line {lineno}: expected a JSON object per line")
-                for key in record:
-                    seen_columns.setdefault(key, None)
-                found_text = found_text or text_column in record
-                texts.append(record.get(text_column))
-                if id_column is not None:
-                    if id_column not in record:
-                        raise SourceError(f"{shown} line {lineno}: no id field {id_column!r}")
-                    ids.append(record[id_column])
-                else:
-                    ids.append(None)
+        for lineno, record in json_lines(path, shown, SourceError):
+            for key in record:
+                seen_columns.setdefault(key, None)
+            found_text = found_text or text_column in record
+            texts.append(record.get(text_column))
+            if id_column is not None:
+                if id_column not in record:
+                    raise SourceError(f"{shown} line {lineno}: no id field {id_column!r}")
+                ids.append(record[id_column])
+            else:
+                ids.append(None)
     except UnicodeDecodeError:
         raise SourceError(f"{shown}: not UTF-8 text") from None
     if texts and not found_text:

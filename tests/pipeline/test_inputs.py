@@ -96,6 +96,15 @@ def test_eval_manifest_errors_name_file_and_line(tmp_path):
                         + json.dumps({"item": "y.png", "captions": ["c"]}) + "\n")
     with pytest.raises(InputError, match=r"m.jsonl line 2: item file not found: .*y.png"):
         read_eval_manifest(entry)
+    manifest.write_text(json.dumps({"item": "x.png", "captions": ["a"]}) + "\n[1, 2]\n")
+    with pytest.raises(InputError, match=r"m.jsonl line 2: expected a JSON object per line"):
+        read_eval_manifest(entry)
+    manifest.write_text('{"item": "x.png", "captions": ["a"]\n')
+    with pytest.raises(InputError, match=r"m.jsonl line 1: invalid JSON"):
+        read_eval_manifest(entry)
+    manifest.write_bytes(b'{"item": "x.png", "captions": ["\xff"]}\n')
+    with pytest.raises(InputError, match=r"m.jsonl: not UTF-8 text"):
+        read_eval_manifest(entry)
     manifest.write_text(json.dumps({"item": "x.png", "captions": ["a", "b"]}) + "\n")
     data = read_eval_manifest(entry)
     assert data.items == [str(item)] and data.query_item == [0, 0] and data.captions == ["a", "b"]
