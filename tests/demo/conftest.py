@@ -1,27 +1,16 @@
-"""Shared fixtures for the demo tests: one thread, one asset build per session."""
+"""Shared fixtures for the demo tests: one asset build per session."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from demo.assets import prepare_demo
 from demo.world import World
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    # Session scope so it is in place before the module- and session-scoped fixtures
-    # that train heads and build models (fixtures of wider scope are set up first).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from textme.encoders import hub
 from textme.encoders.tiny import build_tiny_clap, build_tiny_open_clip, build_tiny_qwen3
@@ -23,14 +22,6 @@ def offline_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(hub, "_revisions", {})
     yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI machine's cores are shared; tiny models gain nothing
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -8,19 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from tests.pipeline.helpers import K_EDITED, EncodeCounter, run_pipeline, write_mini_config  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
