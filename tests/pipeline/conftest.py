@@ -65,10 +65,10 @@ def pipeline_runs(prefect_api, assets, tmp_path_factory):
         out = {"config": config, "cfg": cfg}
 
         counter = EncodeCounter(mp)
-        out["cold"], out["cold_s"] = run_pipeline(config)
+        out["cold"], _ = run_pipeline(config)
         out["cold_encoded"] = counter.total()
         counter.calls.clear()
-        out["warm"], out["warm_s"] = run_pipeline(config)
+        out["warm"], _ = run_pipeline(config)
         out["warm_encoded"] = counter.total()
 
         source = Path(cfg.datasets["scenes_image"].source)

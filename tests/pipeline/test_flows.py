@@ -54,7 +54,8 @@ def test_cold_run_fills_catalog_runs_and_artifacts(pipeline_runs):
     assert "Stand-in models" in md and "| image_retrieval | retrieval | textme |" in md
 
 
-def test_warm_run_encodes_nothing_and_is_fast(pipeline_runs):
+def test_warm_run_encodes_nothing_and_every_stage_is_a_cache_hit(pipeline_runs):
+    # how much faster that makes it: benchmarks/bench_warm_run.py
     cfg = pipeline_runs["cfg"]
     assert pipeline_runs["cold_encoded"] > 0
     assert pipeline_runs["warm_encoded"] == 0  # no forward pass at all
@@ -70,7 +71,6 @@ def test_warm_run_encodes_nothing_and_is_fast(pipeline_runs):
               for tr in task_runs}
     cached = {n: s for n, s in stages.items() if not n.startswith(("results", "prepare"))}
     assert cached and set(cached.values()) == {"Cached"}, stages
-    assert pipeline_runs["warm_s"] < 0.5 * pipeline_runs["cold_s"], (pipeline_runs["warm_s"], pipeline_runs["cold_s"])
     cold = {(r["eval_name"], r["variant"], r["metric"]): r["value"] for r in rows(cfg, "results", pipeline_runs["cold"])}
     warm = {(r["eval_name"], r["variant"], r["metric"]): r["value"] for r in rows(cfg, "results", pipeline_runs["warm"])}
     assert warm == cold
