@@ -63,7 +63,7 @@ def evaluate_only(config: str, evaluations: list[str] | None = None) -> dict[str
             all_heads.update(heads)
             futures.append(t_evaluate.submit(snapshot, name, heads, rep.pivot.manifest))
         summary = write_results.submit(snapshot, futures, all_heads, config_fp).result()
-    except BaseException as exc:
+    except BaseException:
         record_run(cfg, flow="textme-evaluate", status="failed", config_fp=config_fp, started=started, finished=now())
         raise
     record_run(cfg, flow="textme-evaluate", status="completed", config_fp=config_fp, started=started,

@@ -102,7 +102,7 @@ def pipeline(config: str) -> dict[str, Any]:
     record_run(cfg, flow="textme-pipeline", status="running", config_fp=config_fp, started=started)
     try:
         summary = run_pipeline_dag(cfg, snapshot, config_fp)
-    except BaseException as exc:
+    except BaseException:
         record_run(cfg, flow="textme-pipeline", status="failed", config_fp=config_fp, started=started, finished=now())
         raise
     record_run(cfg, flow="textme-pipeline", status="completed", config_fp=config_fp, started=started,

@@ -7,7 +7,6 @@ better centred than uncentred, and retrieval between two encoders' modalities em
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
