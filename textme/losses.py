@@ -14,6 +14,12 @@ Rows with empty N_i are skipped and the loss is the mean of l_i over the other r
 only its `max_neg` most similar members. `reference_hard_negative_loss` is the same
 definition written row by row (the official code's shape); `HardNegativeContrastiveLoss`
 computes it at once with a masked log-sum-exp, with no Python loop over rows.
+
+Where the released code differs, this module follows the paper's definition: the
+released constructor defaults to margins 0.95 / 0.05 (the paper and ours: 0.9 / 0.1);
+its `max_neg` top-k takes max_neg + 1 entries over all columns, so it keeps one
+negative more than asked and, in a row with fewer valid negatives, also keeps invalid
+ones; its no-valid-row zero is a new leaf tensor, not connected to the model.
 """
 
 from __future__ import annotations
