@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tasks.config import DatasetSpec, parse_hub_source
+from textme.encoders.hub import offline_reason
 
 __all__ = [
     "SourceError",
@@ -77,14 +78,16 @@ def fetch_source(spec: DatasetSpec, *, local_files_only: bool = False) -> Path:
     repo, filename, revision = parse_hub_source(spec.source)
     from huggingface_hub import hf_hub_download
 
+    offline = offline_reason()
     try:
         return Path(
             hf_hub_download(
-                repo, filename, repo_type="dataset", revision=revision, local_files_only=local_files_only
+                repo, filename, repo_type="dataset", revision=revision,
+                local_files_only=local_files_only or offline is not None,
             )
         )
     except Exception as exc:  # network, auth, missing file: all one line for the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = offline or _first_line(exc)
         raise SourceError(
             f"{spec.source}: cannot fetch from the Hugging Face hub ({reason}); "
             "download it and point `source:` at the local file"
@@ -109,7 +112,7 @@ def source_fingerprint(spec: DatasetSpec) -> dict[str, Any]:
 
 
 def _hub_metadata(repo: str, filename: str, revision: str | None) -> dict[str, str] | None:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if offline_reason() is not None:
         return None
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url

@@ -98,3 +98,28 @@ def test_offline_missing_repo_gives_one_line(tmp_path):
     for msg in errors.values():
         assert repo in msg and "could not be fetched" in msg and "HF_HUB_OFFLINE" in msg
         assert "`path: DIR`" in msg
+
+
+def test_unreachable_hub_is_offline_for_models_too(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, but huggingface.co does not resolve: a hub model fails at once
+    with one line that says the machine cannot reach the hub and how to use a local copy."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from textme.encoders import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_host_reachable", {})
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    enc = get_encoder("qwen3-embedding", model="no-such-org/no-such-model-xyz", device="cpu")
+    assert enc.identity("text")["revision"] == "main"  # not resolvable: kept as written
+    with pytest.raises(ModelUnavailableError) as info:
+        enc.encode_text(["a dog"])
+    message = str(info.value)
+    assert "\n" not in message and "this machine cannot reach huggingface.co" in message
+    assert "no-such-org/no-such-model-xyz" in message and "`path: DIR`" in message

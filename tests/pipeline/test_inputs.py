@@ -200,3 +200,37 @@ def test_missing_hub_file_is_one_line_naming_source_and_the_way_out(tmp_path, hu
             assert "\n" not in message
             assert message.startswith(f"{source}: cannot fetch from the Hugging Face hub (")
             assert message.endswith("download it and point `source:` at the local file")
+
+
+def test_unreachable_hub_counts_as_offline_at_once(tmp_path, hub_cache, monkeypatch, caplog):
+    """No HF_HUB_OFFLINE, but the hub's host does not resolve (a machine without network):
+    cached sources still read, a missing one is one line saying why, and nothing retries."""
+    import logging
+    import socket
+
+    from huggingface_hub import constants
+
+    from textme.encoders import hub as hub_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub_module, "_host_reachable", {})
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    put_in_hub_cache(hub_cache, HUB_REPO, HUB_FILE, parquet_bytes(tmp_path, CAPTIONS), "a" * 40)
+
+    with caplog.at_level(logging.WARNING):
+        cached = DatasetSpec(source=f"hf://{HUB_REPO}/{HUB_FILE}", id_column="id")
+        assert read_captions(cached, "coco").texts == ["A dog runs.", "a cat sits", "a bird sings"]
+        assert source_fingerprint(cached)["kind"] == "hub-cached"
+        missing = DatasetSpec(source=f"hf://{HUB_REPO}/captions/absent.parquet")
+        with pytest.raises(SourceError, match=r"\(this machine cannot reach huggingface.co\); download it"):
+            read_captions(missing, "coco")
+    assert lookups == ["huggingface.co"]  # probed once, then remembered
+    assert constants.HF_HUB_OFFLINE is True  # the libraries downloading through the hub skip the network
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]

@@ -20,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .errors import ModelUnavailableError
 
@@ -32,6 +35,8 @@ _CHUNK = 1 << 20
 
 _file_hashes: dict[tuple[str, int, int], str] = {}
 _revisions: dict[tuple[str, str], str] = {}
+_host_reachable: dict[str, bool] = {}  # hub host -> resolvable, probed once per process
+_HOST_PROBE_TIMEOUT_S = 3.0
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -69,10 +74,48 @@ def sha256_tree(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def is_offline() -> bool:
+def _resolves(host: str) -> bool:
+    """Whether `host` has an address (DNS may hang on a dead network: bounded wait)."""
+    found: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            found.append(True)
+        except OSError:
+            found.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(_HOST_PROBE_TIMEOUT_S)
+    return bool(found and found[0])
+
+
+def offline_reason() -> str | None:
+    """Why the hub cannot be used now, or None when it may be.
+
+    Besides HF_HUB_OFFLINE, a hub host that does not resolve (probed once per process)
+    counts as offline, and huggingface_hub is switched to offline mode for the rest of
+    the process: every library that downloads through it (transformers, open_clip, our
+    own calls) then reads the local cache at once, instead of retrying each request
+    for half a minute before failing.
+    """
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if host not in _host_reachable and not constants.HF_HUB_OFFLINE:
+        _host_reachable[host] = _resolves(host)
+        if not _host_reachable[host]:
+            constants.HF_HUB_OFFLINE = True
+    if _host_reachable.get(host) is False:
+        return f"this machine cannot reach {host}"
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    return None
+
+
+def is_offline() -> bool:
+    return offline_reason() is not None
 
 
 def _cached_ref(repo_id: str, revision: str, repo_type: str = "model") -> str | None:
@@ -175,9 +218,9 @@ class WeightsSource:
             return ModelUnavailableError(
                 f"model folder {self.local} could not be loaded ({_first_line(err)}); "
                 f"check that `{self.option}:` points at a complete model folder")
-        offline = " (HF_HUB_OFFLINE is set)" if is_offline() else " (offline, or no such repo?)"
+        why = offline_reason() or "no such repo, or no access?"
         return ModelUnavailableError(
-            f"model {self.model!r} could not be fetched from the Hugging Face hub{offline}; "
+            f"model {self.model!r} could not be fetched from the Hugging Face hub ({why}); "
             f"download it elsewhere (e.g. `hf download {self.model} --local-dir DIR`) and set "
             f"`{self.option}: DIR`")
 
@@ -210,9 +253,10 @@ def download_hf_file(spec: str, *, option: str) -> str:
 
     repo_id, filename, revision = parse_hf_file(spec)  # type: ignore[misc]
     try:
-        return hf_hub_download(repo_id, filename, revision=resolve_revision(repo_id, revision))
+        return hf_hub_download(repo_id, filename, revision=resolve_revision(repo_id, revision),
+                               local_files_only=is_offline())
     except Exception:
         raise ModelUnavailableError(
             f"weights file {filename!r} of {repo_id!r} could not be fetched from the Hugging "
-            f"Face hub ({'HF_HUB_OFFLINE is set' if is_offline() else 'offline, or missing?'}); "
+            f"Face hub ({offline_reason() or 'no such file, or no access?'}); "
             f"download it elsewhere and set `{option}: /local/{Path(filename).name}`") from None

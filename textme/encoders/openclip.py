@@ -32,7 +32,7 @@ import numpy as np
 
 from .base import Encoder, resolve_dtype, torch_dtype
 from .errors import ModelUnavailableError
-from .hub import download_hf_file, hf_file_identity, is_offline, parse_hf_file, sha256_file
+from .hub import download_hf_file, hf_file_identity, offline_reason, parse_hf_file, sha256_file
 from .inputs import load_image
 from .registry import register_encoder
 
@@ -149,11 +149,12 @@ class OpenClipEncoder(Encoder):
         if self._weights_kind == "hub_file":
             return download_hf_file(self.pretrained, option=self.local_option)
         if self._weights_kind == "tag":
+            offline_reason()  # an unreachable hub: fail from the local cache now, no retries
             try:
                 open_clip.download_pretrained(self.tag_cfg)
             except Exception:
                 where = self.tag_cfg.get("hf_hub") or self.tag_cfg.get("url") or "its source"
-                why = "HF_HUB_OFFLINE is set" if is_offline() else "offline, or missing?"
+                why = offline_reason() or "no such file, or no access?"
                 raise ModelUnavailableError(
                     f"open_clip weights {self.arch}/{self.pretrained} could not be fetched from "
                     f"{where.rstrip('/')} ({why}); download the checkpoint elsewhere and set "
