@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any, Sequence
 
@@ -79,20 +80,32 @@ def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequ
     first: dict[str, int] = {}
     for i, k in enumerate(keys_):
         first.setdefault(k, i)
-    missing = ns.missing(list(first))
-    computed = 0
-    step = chunk_size()
-    started = time.perf_counter()
-    for start in range(0, len(missing), step):
-        chunk = missing[start : start + step]
-        vectors = enc.encode(tower, [inputs[first[k]] for k in chunk])
-        computed += ns.put(chunk, vectors)
-        if len(missing) > step:  # long encodes: one progress line per committed chunk
-            done = start + len(chunk)
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
-                          label or tower, done, len(missing), rate, (len(missing) - done) / rate)
+    # Stages running in parallel threads often need the same vectors (two evaluations
+    # sharing query texts): one fill per namespace at a time, so each is computed once.
+    with _namespace_lock(ns.id):
+        missing = ns.missing(list(first))
+        computed = 0
+        step = chunk_size()
+        started = time.perf_counter()
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            vectors = enc.encode(tower, [inputs[first[k]] for k in chunk])
+            computed += ns.put(chunk, vectors)
+            if len(missing) > step:  # long encodes: one progress line per committed chunk
+                done = start + len(chunk)
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
+                              label or tower, done, len(missing), rate, (len(missing) - done) / rate)
     return len(first), computed
+
+
+_namespace_locks: dict[str, threading.Lock] = {}
+_namespace_locks_guard = threading.Lock()
+
+
+def _namespace_lock(ns_id: str) -> threading.Lock:
+    with _namespace_locks_guard:
+        return _namespace_locks.setdefault(ns_id, threading.Lock())
 
 
 def log_embedding(cfg: PipelineConfig, key: str, entries: list[dict[str, Any]]) -> None:

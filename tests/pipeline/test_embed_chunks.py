@@ -31,3 +31,37 @@ def test_chunks_commit_log_progress_and_skip_cached(tmp_path, monkeypatch, caplo
     got = ns.get([text_key(t) for t in more])
     expected = enc.encode("text", more)
     assert abs(got - expected).max() < 2e-3  # float16 storage
+
+
+def test_parallel_fills_of_one_namespace_compute_each_vector_once(tmp_path):
+    # Two evaluations in parallel threads asking for overlapping texts: every vector is
+    # encoded and counted once, so embed_log's n_computed adds up across stages.
+    import threading
+    import time
+
+    class SlowPivot(ToyPivot):
+        encoded: list[str] = []
+
+        def encode(self, tower, inputs, **kw):
+            self.encoded.extend(inputs)
+            time.sleep(0.2)  # both threads are inside a fill at the same time
+            return super().encode(tower, inputs, **kw)
+
+    enc = SlowPivot(dim=8)
+    cache = EmbeddingCache(str(tmp_path / "cache"))
+    ns_id = cache.namespace(enc.identity("text"), dim=enc.dim).id
+    a = [f"scene {i}" for i in range(0, 12)]
+    b = [f"scene {i}" for i in range(6, 18)]
+    computed = []
+
+    def fill(texts):
+        ns = EmbeddingCache(str(tmp_path / "cache")).open_namespace(ns_id)  # one cache object per thread
+        computed.append(fill_cache(ns, enc, "text", [text_key(t) for t in texts], texts)[1])
+
+    threads = [threading.Thread(target=fill, args=(texts,)) for texts in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(computed) == 18 and sorted(computed) == [6, 12]
+    assert sorted(SlowPivot.encoded) == sorted(set(a) | set(b))
