@@ -63,19 +63,22 @@ def crash_leftovers(root: str) -> int:
 
 @pytest.mark.slow
 def test_sigkilled_writer_leaves_only_whole_segments_and_resumes_exactly(disk_root, tmp_path):
-    n, batch = 1200, 40
+    n, batch = 2400, 40
     rng = random.Random(20240601)
     kills, progress = 0, []
-    # The loop ends on the kill count; the deadline only bounds a broken run. (A 25 s
-    # budget allowed only 5 kills on a loaded 2-core CI machine, where each writer start
-    # pays its imports.)
+    # Each writer is killed after at most a couple of puts (counted, not timed: a fast
+    # machine otherwise finishes all 60 batches before the kill lands), so the loop ends
+    # on the kill count; the deadline only bounds a broken run.
     deadline = time.monotonic() + 240
     while kills < 15 and time.monotonic() < deadline:
         proc = start_writer(disk_root, 0, n, batch)
         if kills % 2:
-            time.sleep(rng.uniform(0.0, 0.2))  # any moment
-        elif proc.stdout.readline().strip() == "put":
-            time.sleep(rng.uniform(0.0, 0.03))  # most likely inside a put
+            time.sleep(rng.uniform(0.0, 0.02))  # any moment, maybe before the first put
+        else:
+            for _ in range(rng.randint(1, 2)):
+                if proc.stdout.readline().strip() != "put":
+                    break
+            time.sleep(rng.uniform(0.0, 0.01))  # most likely inside a put
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if proc.returncode == 0:
