@@ -90,13 +90,7 @@ class ClapEncoder(Encoder):
     @property
     def dim(self) -> int:
         if self._projection_dim is None:
-            from transformers import AutoConfig
-
-            name, kwargs = self.source.load_args()
-            try:
-                self._projection_dim = int(AutoConfig.from_pretrained(name, **kwargs).projection_dim)
-            except OSError as err:
-                raise self.source.unavailable(err) from None
+            self._projection_dim = int(self.source.model_config().projection_dim)
         return self._projection_dim
 
     @property

@@ -212,6 +212,16 @@ class WeightsSource:
             return str(self.local), {}
         return self.model, {"revision": resolve_revision(self.model, self.revision)}
 
+    def model_config(self) -> Any:
+        """The model's transformers config (config.json only, no weights)."""
+        from transformers import AutoConfig
+
+        name, kwargs = self.load_args()
+        try:
+            return AutoConfig.from_pretrained(name, **kwargs)
+        except OSError as err:
+            raise self.unavailable(err) from None
+
     def unavailable(self, err: BaseException) -> ModelUnavailableError:
         """The one-line error for a failed load, naming the model and the local option."""
         if self.local is not None:

@@ -152,13 +152,7 @@ class Qwen3EmbeddingEncoder(Encoder):
     @property
     def hidden_size(self) -> int:
         if self._hidden_size is None:
-            from transformers import AutoConfig
-
-            name, kwargs = self.source.load_args()
-            try:
-                self._hidden_size = int(AutoConfig.from_pretrained(name, **kwargs).hidden_size)
-            except OSError as err:
-                raise self.source.unavailable(err) from None
+            self._hidden_size = int(self.source.model_config().hidden_size)
         return self._hidden_size
 
     @property
