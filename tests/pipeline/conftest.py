@@ -65,10 +65,10 @@ def pipeline_runs(prefect_api, assets, tmp_path_factory):
         out = {"config": config, "cfg": cfg}
 
         counter = EncodeCounter(mp)
-        out["cold"], _ = run_pipeline(config)
+        out["cold"] = run_pipeline(config)
         out["cold_encoded"] = counter.total()
         counter.calls.clear()
-        out["warm"], _ = run_pipeline(config)
+        out["warm"] = run_pipeline(config)
         out["warm_encoded"] = counter.total()
 
         source = Path(cfg.datasets["scenes_image"].source)
@@ -79,7 +79,7 @@ def pipeline_runs(prefect_api, assets, tmp_path_factory):
             lines[i] = json.dumps(row)
         source.write_text("\n".join(lines) + "\n")
         counter.calls.clear()
-        out["edit"], _ = run_pipeline(config)
+        out["edit"] = run_pipeline(config)
         out["edit_encoded"] = dict(counter.calls)
         yield out
     finally:

@@ -24,7 +24,7 @@ def demo_run(prefect_api, assets, tmp_path_factory):
     config = folder / "demo.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     copy_assets(assets, folder / "work")  # built once per session; prepare_demo sees READY
-    run_id, _ = run_pipeline(config)
+    run_id = run_pipeline(config)
     from tasks.config import load_config
 
     got = rows(load_config(config), "results", run_id)

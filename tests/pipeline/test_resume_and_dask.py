@@ -62,8 +62,8 @@ def test_killed_run_resumes_to_identical_results(prefect_api, assets, tmp_path, 
     assert stored > 0  # it got somewhere...
     assert TableStore(Path(cfg.workdir) / "tables").read("results").num_rows == 0  # ...but not to the end
 
-    resumed_id, _ = run_pipeline(killed)
-    baseline_id, _ = run_pipeline(baseline)
+    resumed_id = run_pipeline(killed)
+    baseline_id = run_pipeline(baseline)
     assert results(killed, resumed_id) == results(baseline, baseline_id)
     # the re-run computed only what the killed run had not committed
     assert computed(killed, resumed_id) == computed(baseline, baseline_id) - stored
@@ -77,7 +77,7 @@ def test_dask_runner_gives_the_same_results(prefect_api, assets, tmp_path, monke
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers: one thread each, like this process
     threaded = write_mini_config(tmp_path / "thread", assets)
     distributed = write_mini_config(tmp_path / "dask", assets)
-    thread_id, _ = run_pipeline(threaded)
+    thread_id = run_pipeline(threaded)
     state = pipeline.with_options(task_runner=make_runner("dask", workers=2))(str(distributed), return_state=True)
     assert state.is_completed(), state
     assert results(distributed, str(state.state_details.flow_run_id)) == results(threaded, thread_id)
