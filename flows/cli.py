@@ -8,6 +8,7 @@
     textme search CONFIG "text" [--modality M] [--k 10]
     textme cache verify CONFIG
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
+    textme config schema [--output FILE]         JSON Schema of the config (for editors)
 
 A bad config, a missing file or an empty caption column is one line on stderr and exit
 status 2, before anything is written; a failed run exits 1.
@@ -39,6 +40,8 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect and clean the embedding cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+config_app = typer.Typer(help="The config file's JSON Schema, for editors and validators.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 # Tables are wide; when output is not a terminal (pipes, CI logs) do not squeeze them to 80.
 out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
@@ -60,8 +63,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return user_errors()
 
 
-def _load(config: Path, *, check_inputs: bool = False):
-    """Load (and optionally preflight) a config; user errors exit with one line."""
+def _load(config: Path, *, check_inputs: bool = False, check_options: bool = False):
+    """Load (and optionally preflight, or check encoder options); user errors exit with one line."""
     from tasks.config import load_config
 
     try:
@@ -70,6 +73,10 @@ def _load(config: Path, *, check_inputs: bool = False):
             from tasks.validate import preflight
 
             preflight(cfg, assets_ready=False)
+        elif check_options:
+            from tasks.validate import check_encoder_options
+
+            check_encoder_options(cfg)
     except _user_errors() as exc:
         _fail(str(exc))
     return cfg
@@ -187,7 +194,7 @@ def status(
     """Per stage and encoder: cached, missing or stale; vectors per cache namespace.
 
     Loads no model: keys come from encoder identities, the cache and the tables."""
-    cfg = _load(config)
+    cfg = _load(config, check_options=True)
     from tasks.status import collect_status
 
     try:
@@ -322,6 +329,19 @@ def cache_gc(
         out.print("nothing to remove")
     for ns in removed:
         out.print(f"{verb} namespace {ns['id'][:16]} ({ns['count']} vectors; {ns['identity']})")
+
+
+@config_app.command("schema")
+def config_schema(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write it to this file instead."),
+) -> None:
+    """Print the JSON Schema of the YAML config as written (docs/CONFIG.md: editor set-up)."""
+    from tasks.config import schema_json
+
+    if output is None:
+        sys.stdout.write(schema_json())
+    else:
+        output.write_text(schema_json(), encoding="utf-8")
 
 
 def main() -> None:  # pragma: no cover - console script entry

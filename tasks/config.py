@@ -1,26 +1,53 @@
-"""The pipeline's YAML config, loaded into frozen dataclasses and validated up front.
+"""The pipeline's YAML config: pydantic models, validated up front, one-line errors.
 
 Everything a run needs is named in one file (docs/CONFIG.md). Validation happens before
 anything touches the cache, so a typo costs one line on stderr, not a half-written run:
-an unknown or mistyped field is a `ConfigError` naming the file, the dotted field path
-and the fields that are known there.
+a `ConfigError` naming the file and the dotted field, e.g.
+`cfg.yaml: encoders.clip.train_on: unknown dataset 'coc' (known: coco)`; an unknown field
+(`extra="forbid"`) lists the fields that are known there.
 
 `${workdir}` and `${config_dir}` are substituted in every string; path fields that are
 relative are taken relative to the config file's folder. The result is *resolved*: all
 paths absolute, all defaults filled in, so `config_to_dict(cfg)` is a complete, JSON-able
 description that `config_from_dict` turns back into the same config (that is what tasks
-receive, and what is stored with results).
+receive, and what is stored with results). `config_json_schema()` is the JSON Schema of
+the file as a user writes it (`textme config schema`, configs/textme.schema.json).
+
+Adding a field: one line in its section's model below (type with constraints, default,
+description), a line in docs/CONFIG.md, and regenerate the shipped schema
+(`textme config schema --output configs/textme.schema.json`; a test says when it is stale).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ConfigError",
@@ -30,84 +57,308 @@ __all__ = [
     "OffsetsSpec",
     "TrainingSpec",
     "EvalSpec",
+    "RetrievalEval",
+    "ClassificationEval",
+    "EmergentEval",
+    "MixedSearchEval",
     "PipelineConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
+    "config_json_schema",
+    "schema_json",
+    "parse_hub_source",
     "TASK_KINDS",
-    "TRAINING_FIELDS",
 ]
 
-_REQUIRED = object()
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
-TASK_KINDS = ("retrieval", "classification", "emergent", "mixed_search")
 
 
 class ConfigError(ValueError):
     """A config problem, said in one line: file, dotted field, what is wrong."""
 
 
-# --------------------------------------------------------------------------- dataclasses
+# --------------------------------------------------------------------------- field types
 
 
-@dataclass(frozen=True)
-class EncoderRef:
+def _problem(field: str, message: str) -> PydanticCustomError:
+    """A validation error at `field` (dotted, relative to the model that raises it)."""
+    return PydanticCustomError("config", "{message}", {"field": field, "message": message})
+
+
+def _one_error(message: str) -> WrapValidator:
+    """Report any failure inside a compound value as one error on the value itself."""
+
+    def wrap(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("invalid", "{message}, got {got}",
+                                      {"message": message, "got": repr(value)}) from None
+
+    return WrapValidator(wrap)
+
+
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 reads `5e-4` (no dot) as a string: take a string that parses as a float."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _resolve_path(value: str, config_dir: Path) -> str:
+    if value.startswith("file://"):
+        value = value[len("file://"):]
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = config_dir / p
+    return os.path.normpath(str(p))
+
+
+def _config_dir(info: ValidationInfo) -> Path | None:
+    return (info.context or {}).get("config_dir")
+
+
+def _local_path(value: str, info: ValidationInfo) -> str:
+    """Relative paths are taken relative to the config's folder (when loading one)."""
+    config_dir = _config_dir(info)
+    return value if config_dir is None else _resolve_path(value, config_dir)
+
+
+def _split_hub(source: str) -> tuple[str, str, str | None] | str:
+    """('owner/repo', 'path/in/repo', revision or None), or what is wrong with `source`."""
+    rest = source[len("hf://"):]
+    revision = None
+    if "@" in rest:
+        rest, revision = rest.rsplit("@", 1)
+        if not revision:
+            return f"empty revision in {source!r}"
+    parts = rest.split("/")
+    if len(parts) < 3 or not all(parts):
+        return f"expected hf://<owner>/<repo>/<path in repo>[@revision], got {source!r}"
+    return "/".join(parts[:2]), "/".join(parts[2:]), revision
+
+
+def _source(value: str, info: ValidationInfo) -> str:
+    if value.startswith("hf://"):
+        parsed = _split_hub(value)
+        if isinstance(parsed, str):
+            raise PydanticCustomError("invalid", "{message}", {"message": parsed})
+        return value
+    return _local_path(value, info)
+
+
+# Encoder options that name local files or folders (weights, checkpoints, vector files):
+# relative values resolve against the config's folder, like every other path in it.
+_PATH_OPTIONS = ("path", "checkpoint", "text", "modal")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def _option_paths(options: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):  # composite: {text: {encoder: ..., options: {...}}}
+            value = _option_paths(value, config_dir)
+        elif isinstance(value, str) and "://" not in value and (
+            key in _PATH_OPTIONS or (key == "pretrained" and value.endswith(_WEIGHT_SUFFIXES))
+        ):
+            value = _resolve_path(value, config_dir)
+        out[key] = value
+    return out
+
+
+def _options(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    config_dir = _config_dir(info)
+    return value if config_dir is None else _option_paths(value, config_dir)
+
+
+def _any_case(names: tuple[str, ...]) -> str:
+    """A JSON-Schema-portable regex matching any of `names` in any letter case."""
+    alternatives = ("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in n)
+                    for n in names)
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
+def _dict_schema(schema: dict[str, Any]) -> None:
+    """A mapping keyed by names: `propertyNames` (every key checked), not patternProperties."""
+    pattern, value = next(iter(schema.pop("patternProperties").items()))
+    schema["additionalProperties"] = value
+    schema["propertyNames"] = {"pattern": pattern}
+
+
+Name = Annotated[str, StringConstraints(strict=True, pattern=_NAME_PATTERN)]
+
+
+def _float(**bounds: float) -> Any:
+    """A float field: an int or a float-like string is taken; a bool, NaN or inf is not.
+
+    Bounds go inside (before the string conversion) so the JSON Schema shows them."""
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds), BeforeValidator(_yaml_float)]
+
+
+Float = _float()
+LocalPath = Annotated[StrictStr, AfterValidator(_local_path)]
+Source = Annotated[StrictStr, AfterValidator(_source)]
+Options = Annotated[dict[str, Any], AfterValidator(_options)]
+Ks = Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1),
+               AfterValidator(lambda ks: sorted(set(ks))), _one_error("expected a non-empty list of positive ints")]
+Templates = Annotated[list[Annotated[StrictStr, StringConstraints(pattern=r"\{\}")]], Field(min_length=1),
+                      _one_error("expected a non-empty list of strings containing '{}'")]
+
+
+class _Model(BaseModel):
+    """Base of every config model: frozen, and an unknown field names the known ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise _problem(str(key), f"unknown field (known: {', '.join(known)}){hint}")
+        return data
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class EncoderRef(_Model):
     """A registry name plus the keyword options handed to its factory."""
 
-    encoder: str
-    options: dict[str, Any] = field(default_factory=dict)
+    encoder: StrictStr = Field(description="Registry name: a built-in encoder or a `textme.encoders` entry point.")
+    options: Options = Field(default_factory=dict, description="Keyword options of the encoder's factory.")
 
 
-@dataclass(frozen=True)
 class EncoderEntry(EncoderRef):
     """An encoder brought into the pivot space: which captions train its head."""
 
-    train_on: tuple[str, ...] = ()
-    offset_dataset: str = ""
+    train_on: Annotated[tuple[StrictStr, ...], Field(min_length=1),
+                        _one_error("expected a non-empty list of dataset names")] = Field(
+        description="Datasets whose captions train the head (the pivot embeds them too).")
+    offset_dataset: StrictStr | None = Field(
+        None, validate_default=True,
+        description="Dataset whose captions give mu_text and whose items give mu_modal "
+                    "(default: the first of train_on).")
+
+    @field_validator("offset_dataset")
+    @classmethod
+    def _first_of_train_on(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value or (info.data.get("train_on") or (None,))[0]
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(_Model):
     """A caption source and (optionally) the folder of modal items used for offsets."""
 
-    source: str  # absolute local path, or hf://owner/repo/path[@revision]
-    text_column: str = "caption"
-    id_column: str | None = None
-    modality: str | None = None
-    items: str | None = None  # absolute folder of modal item files
+    source: Source = Field(description="Local .parquet, .csv, .jsonl/.ndjson/.json file, or "
+                                       "hf://<owner>/<repo>/<path>[@revision].")
+    text_column: StrictStr = Field("caption", description="Column holding the captions.")
+    id_column: StrictStr | None = Field(None, description="Column of caption ids (default: the row number).")
+    modality: StrictStr | None = Field(None, description="A label (`textme search --modality` filters on it).")
+    items: Annotated[LocalPath | None, BeforeValidator(lambda v: v or None)] = Field(
+        None, description="Folder of modal item files (needed by an encoder's offset_dataset).")
 
     @property
     def is_hub(self) -> bool:
         return self.source.startswith("hf://")
 
 
-@dataclass(frozen=True)
-class OffsetsSpec:
-    n_samples: int = 5000  # the paper's ~5K samples per centroid
-    seed: int = 0
+class OffsetsSpec(_Model):
+    """How the centroids mu_text and mu_modal are sampled."""
+
+    n_samples: StrictInt = Field(5000, ge=1, description="Captions and items sampled per centroid "
+                                                         "(the paper: ~5K).")
+    seed: StrictInt = Field(0, description="Seed of the sampling.")
 
 
-@dataclass(frozen=True)
-class TrainingSpec:
-    """`textme.TrainConfig` fields (only those given) + the centring ablation switch.
+# textme.training's accepted names, restated here so that loading a config never imports
+# torch; tests/pipeline/test_config_models.py checks them against textme itself.
+_SCHEDULES = Literal["cosine", "cosine_restarts", "constant"]
+_LOSSES = Literal["hard_negative", "infonce", "mse"]
+_INIT_MODES = Literal["xav", "eye", "he"]
+_PRECISIONS = Literal["auto", "fp32", "bf16"]
+ACTIVATIONS = ("gelu", "hardswish", "leakyrelu", "relu", "rrelu", "selu", "sigmoid", "silu", "tanh")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hpu", "ipu", "opengl", "opencl",
+                "ideep", "hip", "ve", "fpga", "maia", "vulkan", "lazy", "mtia", "privateuseone")
+_Activation = Annotated[StrictStr, StringConstraints(pattern=_any_case(ACTIVATIONS)),
+                        _one_error(f"must be one of {', '.join(ACTIVATIONS)} (any case)")]
+_Device = Annotated[StrictStr, StringConstraints(pattern=rf"^(?:auto|(?:{'|'.join(DEVICE_TYPES)})(?::(?:0|[1-9][0-9]*))?)$"),
+                    _one_error("must be 'auto' or a torch device such as 'cpu', 'cuda:0'")]
+_Beta = _float(ge=0, lt=1)
 
-    The TrainConfig defaults are the paper's; they are resolved into the fingerprint by
-    the train stage (tasks/keys.py), so a changed default is a changed key.
+
+class TrainingSpec(_Model):
+    """`textme.TrainConfig`'s fields (same names, defaults: the paper's) + ablate_centring.
+
+    `params` holds only the fields the config gives: the train stage resolves the rest
+    with TrainConfig's defaults into its key (tasks/keys.py), so a changed default is a
+    changed key. The constraints here are TrainConfig's own, checked without torch.
     """
 
-    params: dict[str, Any] = field(default_factory=dict)
-    ablate_centring: bool = False  # also train/evaluate the uncentred variant
+    epochs: StrictInt = Field(50, ge=1, description="Training epochs (paper: 50).")
+    batch_size: StrictInt = Field(512, ge=2, description="Captions per step (paper: 512; BatchNorm needs 2).")
+    lr: Float = Field(5e-4, gt=0, description="AdamW learning rate (paper: 5e-4).")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW decoupled weight decay (paper: 0.01).")
+    betas: Annotated[tuple[_Beta, _Beta], _one_error("expected two numbers in [0, 1)")] = Field(
+        (0.9, 0.999), description="AdamW betas.")
+    eps: Float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    schedule: _SCHEDULES = Field("cosine", description="cosine (the paper), cosine_restarts (the released "
+                                                       "code) or constant.")
+    warmup_steps: StrictInt = Field(0, ge=0, description="Linear warm-up steps.")
+    min_lr: Float = Field(1e-6, ge=0, description="Floor of the cosine schedules.")
+    restarts: StrictInt = Field(10, ge=1, description="Cycles of schedule cosine_restarts.")
+    grad_clip: _float(gt=0) | None = Field(1.0, description="Max global grad norm; null: none.")
+    loss: _LOSSES = Field("hard_negative", description="Training loss.")
+    temperature: Float = Field(0.07, gt=0, description="Contrastive temperature tau (paper: 0.07).")
+    top_perc_margin: Float = Field(0.9, description="Hard negatives have s_ij <= top * s_ii.")
+    bottom_perc_margin: Float = Field(0.1, ge=0, description="... and s_ij >= bottom * s_ii (<= top).")
+    max_neg: Annotated[StrictInt, Field(ge=1)] | None = Field(None, description="Cap on hard negatives per row.")
+    proj_dim: Annotated[StrictInt, Field(ge=1)] | None = Field(None, description="Head hidden width "
+                                                                                  "(null: 2 x input dim).")
+    init_mode: _INIT_MODES = Field("xav", description="Weight init: xav (Xavier, the paper), eye or he.")
+    dim_act: _Activation = Field("gelu", description="Activation between the head's two blocks.")
+    seed: StrictInt = Field(0, description="Seeds head init and shuffling.")
+    device: _Device = Field("auto", description="auto (cuda if available) or a torch device.")
+    precision: _PRECISIONS = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")
+    drop_last: StrictBool = Field(True, description="Drop the ragged last batch (as the official code).")
+    ablate_centring: StrictBool = Field(False, description="Also train and evaluate the uncentred heads "
+                                                           "(pipeline switch, not a TrainConfig field).")
+
+    @model_validator(mode="after")
+    def _margins(self) -> TrainingSpec:
+        bottom, top = self.bottom_perc_margin, self.top_perc_margin
+        if bottom > top:  # named by the one the config gives (bottom when both)
+            if "bottom_perc_margin" in self.model_fields_set:
+                raise _problem("bottom_perc_margin", f"must be <= top_perc_margin ({top}), got {bottom}")
+            raise _problem("top_perc_margin", f"must be >= bottom_perc_margin ({bottom}), got {top}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set or k == "ablate_centring"}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The TrainConfig fields the config gives (JSON values: `TrainConfig(**params)`)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k != "ablate_centring"}
 
 
-@dataclass(frozen=True)
-class EvalSpec:
-    """One evaluation entry; `fields` holds the task-specific, defaulted settings."""
+class EvalSpec(_Model):
+    """One evaluation entry, resolved; `fields` holds the task-specific, defaulted settings."""
 
     name: str
     task: str
     manifest: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = Field(default_factory=dict)
 
     def encoders(self) -> tuple[str, ...]:
         """Encoder entries this evaluation needs trained heads (and modal towers) for."""
@@ -119,119 +370,163 @@ class EvalSpec:
             names.append(query)
         return tuple(names)
 
+    def entry(self) -> dict[str, Any]:
+        """The entry as written in a config (flat)."""
+        return {"name": self.name, "task": self.task, "manifest": self.manifest, **self.fields}
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    name: str
-    path: str  # the config file (absolute), or "<dict>"
-    config_dir: str
-    workdir: str
-    cache: str  # local folder or fsspec URL
-    demo: bool
-    pivot: EncoderRef
-    encoders: dict[str, EncoderEntry]
-    datasets: dict[str, DatasetSpec]
-    offsets: OffsetsSpec
-    training: TrainingSpec
-    evaluation: tuple[EvalSpec, ...]
+
+class _EvalEntry(_Model):
+    """Fields every evaluation entry has; a subclass per `task` adds its own."""
+
+    name: Name = Field(description="Unique name of the entry (results' eval_name).")
+    task: str
+    manifest: LocalPath = Field(description="JSONL manifest (row format in docs/CONFIG.md).")
+
+    def to_spec(self) -> EvalSpec:
+        common = set(_EvalEntry.model_fields)
+        return EvalSpec(name=self.name, task=self.task, manifest=self.manifest,
+                        fields=self.model_dump(exclude=common))
+
+
+_ENCODER = "An entry of `encoders`."
+_QUERY = "pivot (the pivot's query tower) or an entry of `encoders` (its text tower and head)."
+
+
+class RetrievalEval(_EvalEntry):
+    """Text -> item retrieval over a manifest of items with captions."""
+
+    task: Literal["retrieval"]
+    encoder: StrictStr = Field(description=_ENCODER)
+    query: StrictStr = Field("pivot", description=_QUERY)
+    ks: Ks = Field([1, 5, 10], description="Recall@k cut-offs.")
+
+
+class ClassificationEval(_EvalEntry):
+    """Zero-shot classification: class names through templates."""
+
+    task: Literal["classification"]
+    encoder: StrictStr = Field(description=_ENCODER)
+    query: StrictStr = Field("pivot", description=_QUERY)
+    templates: Templates = Field(["a {}."], description="Prompts; '{}' is replaced by the class name.")
+    ks: Ks = Field([1, 5], description="Top-k accuracies (those above the number of classes are dropped).")
+
+
+class EmergentEval(_EvalEntry):
+    """Item -> item retrieval between two encoders never trained together."""
+
+    task: Literal["emergent"]
+    source: StrictStr = Field(description="Encoder of the query items. " + _ENCODER)
+    target: StrictStr = Field(description="Encoder of the ranked items. " + _ENCODER)
+    ks: Ks = Field([1, 5, 10], description="Recall@k cut-offs.")
+
+
+class MixedSearchEval(_EvalEntry):
+    """Search over a corpus of text, item and text+item documents."""
+
+    task: Literal["mixed_search"]
+    encoder: StrictStr = Field(description=_ENCODER)
+    query: StrictStr = Field("pivot", description=_QUERY)
+    alpha: Float = Field(0.5, ge=0, le=1, description="Weight of the item side of a text+item document.")
+    k: StrictInt = Field(10, ge=1, description="NDCG@k cut-off.")
+
+
+# A new task kind: one more class above, added here.
+_EVAL_ENTRIES = (RetrievalEval, ClassificationEval, EmergentEval, MixedSearchEval)
+TASK_KINDS: tuple[str, ...] = tuple(get_args(c.model_fields["task"].annotation)[0] for c in _EVAL_ENTRIES)
+Evaluation = Annotated[
+    Union[_EVAL_ENTRIES],  # noqa: UP007 (a discriminated union on `task`)
+    Field(discriminator="task"),
+    AfterValidator(lambda entry: entry.to_spec()),
+    PlainSerializer(lambda spec: spec.entry(), return_type=dict),
+]
+
+
+class PipelineConfig(_Model):
+    """The whole config, resolved. `path` / `config_dir` say where it came from."""
+
+    model_config = ConfigDict(title="textme pipeline config")
+
+    name: StrictStr | None = Field(None, validate_default=True,
+                                   description="Run name (default: the config file's stem).")
+    workdir: LocalPath = Field(".textme", description="Cache, tables, catalog, checkpoints; may use "
+                                                      "${config_dir} only.")
+    cache: StrictStr | None = Field(None, validate_default=True,
+                                    description="Embedding cache: a folder or an fsspec URL "
+                                                "(default: ${workdir}/cache).")
+    demo: StrictBool = Field(False, description="Build the offline demo's assets first; mark every "
+                                                "results row stand_in.")
+    pivot: EncoderRef = Field(description="The LLM embedding space everything is projected into.")
+    encoders: Annotated[dict[Name, EncoderEntry], Field(min_length=1, json_schema_extra=_dict_schema)] = Field(
+        description="Encoders brought into the pivot space, by name ('pivot' is reserved).")
+    datasets: Annotated[dict[Name, DatasetSpec], Field(min_length=1, json_schema_extra=_dict_schema)] = Field(
+        description="Caption sources (and item folders), by name.")
+    offsets: OffsetsSpec = Field(default_factory=OffsetsSpec, description="Centroid sampling.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="textme.TrainConfig fields "
+                                                                             "+ ablate_centring.")
+    evaluation: tuple[Evaluation, ...] = Field((), description="Evaluation entries (one kind per `task`).")
+
+    _path: str = PrivateAttr("<dict>")
+    _config_dir: str = PrivateAttr("")
+
+    @property
+    def path(self) -> str:
+        """The config file (absolute), or where the dict came from ("<dict>")."""
+        return self._path
+
+    @property
+    def config_dir(self) -> str:
+        return self._config_dir
+
+    @field_validator("name")
+    @classmethod
+    def _default_name(cls, value: str | None, info: ValidationInfo) -> str:
+        return value or (info.context or {}).get("name", "textme")
+
+    @field_validator("cache")
+    @classmethod
+    def _default_cache(cls, value: str | None, info: ValidationInfo) -> str | None:
+        workdir = info.data.get("workdir")
+        if value is None:
+            return None if workdir is None else str(Path(workdir) / "cache")
+        return value if "://" in value else _local_path(value, info)
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> PipelineConfig:
+        context = info.context or {}
+        self._path = context.get("path", "<dict>")
+        self._config_dir = str(context.get("config_dir", ""))
+        known = ", ".join(self.datasets)
+        for name, entry in self.encoders.items():
+            where = f"encoders.{name}"
+            if name == "pivot":
+                raise _problem(where, "'pivot' is reserved for the pivot encoder")
+            for ds in entry.train_on:
+                if ds not in self.datasets:
+                    raise _problem(f"{where}.train_on", f"unknown dataset {ds!r} (known: {known})")
+            if entry.offset_dataset not in self.datasets:
+                raise _problem(f"{where}.offset_dataset",
+                               f"unknown dataset {entry.offset_dataset!r} (known: {known})")
+            if self.datasets[entry.offset_dataset].items is None:
+                raise _problem(f"{where}.offset_dataset", f"dataset {entry.offset_dataset!r} has no 'items' "
+                                                          f"folder (needed for mu_modal)")
+        encoders = ", ".join(self.encoders)
+        seen: set[str] = set()
+        for i, spec in enumerate(self.evaluation):
+            if spec.name in seen:
+                raise _problem(f"evaluation[{i}].name", f"duplicate evaluation name {spec.name!r}")
+            seen.add(spec.name)
+            for key in ("encoder", "source", "target", "query"):
+                value = spec.fields.get(key)
+                if value is not None and value not in self.encoders and not (key == "query" and value == "pivot"):
+                    what = "encoder (or 'pivot')" if key == "query" else "encoder"
+                    raise _problem(f"evaluation.{spec.name}.{key}", f"unknown {what} {value!r} (known: {encoders})")
+        return self
 
     def evaluation_by_name(self, name: str) -> EvalSpec:
         for spec in self.evaluation:
             if spec.name == name:
                 return spec
         raise KeyError(f"no evaluation named {name!r}; known: {[e.name for e in self.evaluation]}")
-
-
-# --------------------------------------------------------------------------- schema
-
-# Known fields per section: name -> (allowed types, default or _REQUIRED). Types are
-# checked strictly (bool is not an int, an int is accepted where a float is asked).
-_TOP = {
-    "name": ((str,), None),
-    "workdir": ((str,), ".textme"),
-    "cache": ((str, type(None)), None),
-    "demo": ((bool,), False),
-    "pivot": ((dict,), _REQUIRED),
-    "encoders": ((dict,), _REQUIRED),
-    "datasets": ((dict,), _REQUIRED),
-    "offsets": ((dict,), {}),
-    "training": ((dict,), {}),
-    "evaluation": ((list,), []),
-}
-_PIVOT = {"encoder": ((str,), _REQUIRED), "options": ((dict,), {})}
-_ENCODER = {
-    "encoder": ((str,), _REQUIRED),
-    "options": ((dict,), {}),
-    "train_on": ((list,), _REQUIRED),
-    "offset_dataset": ((str, type(None)), None),
-}
-_DATASET = {
-    "source": ((str,), _REQUIRED),
-    "text_column": ((str,), "caption"),
-    "id_column": ((str, type(None)), None),
-    "modality": ((str, type(None)), None),
-    "items": ((str, type(None)), None),
-}
-_OFFSETS = {"n_samples": ((int,), 5000), "seed": ((int,), 0)}
-
-# textme.TrainConfig fields a config may set (checked against the dataclass itself when
-# textme is importable; this list keeps `textme status` free of a torch import).
-TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
-    "epochs": (int,),
-    "batch_size": (int,),
-    "lr": (float,),
-    "weight_decay": (float,),
-    "betas": (list,),
-    "eps": (float,),
-    "schedule": (str,),
-    "warmup_steps": (int,),
-    "min_lr": (float,),
-    "restarts": (int,),
-    "grad_clip": (float, type(None)),
-    "loss": (str,),
-    "temperature": (float,),
-    "top_perc_margin": (float,),
-    "bottom_perc_margin": (float,),
-    "max_neg": (int, type(None)),
-    "proj_dim": (int, type(None)),
-    "init_mode": (str,),
-    "dim_act": (str,),
-    "seed": (int,),
-    "device": (str,),
-    "precision": (str,),
-    "drop_last": (bool,),
-}
-_TRAINING_EXTRA = {"ablate_centring": ((bool,), False)}
-
-_EVAL_COMMON = {
-    "name": ((str,), _REQUIRED),
-    "task": ((str,), _REQUIRED),
-    "manifest": ((str,), _REQUIRED),
-}
-_EVAL_TASK = {
-    "retrieval": {
-        "encoder": ((str,), _REQUIRED),
-        "query": ((str,), "pivot"),
-        "ks": ((list,), [1, 5, 10]),
-    },
-    "classification": {
-        "encoder": ((str,), _REQUIRED),
-        "query": ((str,), "pivot"),
-        "templates": ((list,), ["a {}."]),
-        "ks": ((list,), [1, 5]),
-    },
-    "emergent": {
-        "source": ((str,), _REQUIRED),
-        "target": ((str,), _REQUIRED),
-        "ks": ((list,), [1, 5, 10]),
-    },
-    "mixed_search": {
-        "encoder": ((str,), _REQUIRED),
-        "query": ((str,), "pivot"),
-        "alpha": ((float,), 0.5),
-        "k": ((int,), 10),
-    },
-}
 
 
 # --------------------------------------------------------------------------- loading
@@ -265,359 +560,164 @@ def config_from_dict(
     path: str | None = None,
 ) -> PipelineConfig:
     """Validate a plain mapping (parsed YAML, or a `config_to_dict` snapshot)."""
-    v = _Validator(source)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{source}: top level must be a mapping, got {_type_name(data)}")
     if config_dir is None:  # a config_to_dict snapshot carries its own origin
         config_dir = data.get("config_dir") if isinstance(data.get("config_dir"), str) else Path.cwd()
         if path is None and isinstance(data.get("path"), str):
             path = data["path"]
         data = {k: val for k, val in data.items() if k not in ("config_dir", "path")}
     config_dir = Path(config_dir).resolve()
-    top = v.section(data, _TOP, "")
-
-    variables = {"config_dir": str(config_dir)}
-    workdir = v.path(v.subst(top["workdir"], "workdir", variables), config_dir)
-    variables["workdir"] = workdir
-    data = v.subst_tree(data, variables)
-    top = v.section(data, _TOP, "")
-    workdir_path = Path(workdir)
-
-    name = top["name"] or (Path(path).stem if path and path != "<dict>" else "textme")
-    cache = top["cache"]
-    if cache is None:
-        cache = str(workdir_path / "cache")
-    elif "://" not in cache:
-        cache = v.path(cache, config_dir)
-
-    pivot_raw = v.section(top["pivot"], _PIVOT, "pivot")
-    pivot = EncoderRef(encoder=pivot_raw["encoder"], options=_option_paths(pivot_raw["options"], v, config_dir))
-
-    datasets: dict[str, DatasetSpec] = {}
-    for ds_name, raw in top["datasets"].items():
-        where = f"datasets.{ds_name}"
-        v.name(ds_name, where)
-        d = v.section(raw, _DATASET, where)
-        src = d["source"]
-        if src.startswith("hf://"):
-            _parse_hub(src, v, f"{where}.source")
-        else:
-            src = v.path(src, config_dir)
-        items = v.path(d["items"], config_dir) if d["items"] else None
-        datasets[ds_name] = DatasetSpec(
-            source=src,
-            text_column=d["text_column"],
-            id_column=d["id_column"],
-            modality=d["modality"],
-            items=items,
-        )
-    if not datasets:
-        v.fail("datasets", "at least one dataset is required")
-
-    encoders: dict[str, EncoderEntry] = {}
-    for enc_name, raw in top["encoders"].items():
-        where = f"encoders.{enc_name}"
-        v.name(enc_name, where)
-        if enc_name == "pivot":
-            v.fail(where, "'pivot' is reserved for the pivot encoder")
-        e = v.section(raw, _ENCODER, where)
-        train_on = tuple(v.str_list(e["train_on"], f"{where}.train_on"))
-        if not train_on:
-            v.fail(f"{where}.train_on", "needs at least one dataset")
-        for ds in train_on:
-            v.ref(ds, datasets, f"{where}.train_on", "dataset")
-        offset_ds = e["offset_dataset"] or train_on[0]
-        v.ref(offset_ds, datasets, f"{where}.offset_dataset", "dataset")
-        if datasets[offset_ds].items is None:
-            v.fail(
-                f"{where}.offset_dataset",
-                f"dataset {offset_ds!r} has no 'items' folder (needed for mu_modal)",
-            )
-        encoders[enc_name] = EncoderEntry(
-            encoder=e["encoder"],
-            options=_option_paths(e["options"], v, config_dir),
-            train_on=train_on,
-            offset_dataset=offset_ds,
-        )
-    if not encoders:
-        v.fail("encoders", "at least one encoder is required")
-
-    off = v.section(top["offsets"], _OFFSETS, "offsets")
-    if off["n_samples"] < 1:
-        v.fail("offsets.n_samples", f"must be >= 1, got {off['n_samples']}")
-    offsets = OffsetsSpec(n_samples=off["n_samples"], seed=off["seed"])
-
-    training = _training(top["training"], v)
-
-    evaluation: list[EvalSpec] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(top["evaluation"]):
-        spec = _evaluation(raw, i, v, encoders, config_dir)
-        if spec.name in seen:
-            v.fail(f"evaluation[{i}].name", f"duplicate evaluation name {spec.name!r}")
-        seen.add(spec.name)
-        evaluation.append(spec)
-
-    return PipelineConfig(
-        name=name,
-        path=path or source,
-        config_dir=str(config_dir),
-        workdir=workdir,
-        cache=cache,
-        demo=top["demo"],
-        pivot=pivot,
-        encoders=encoders,
-        datasets=datasets,
-        offsets=offsets,
-        training=training,
-        evaluation=tuple(evaluation),
-    )
+    data = _substitute(data, config_dir, source)
+    context = {
+        "config_dir": config_dir,
+        "path": path or source,
+        "name": Path(path).stem if path and path != "<dict>" else "textme",
+    }
+    try:
+        return PipelineConfig.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_error_line(exc, source, data)) from None
 
 
 def config_to_dict(cfg: PipelineConfig) -> dict[str, Any]:
     """A complete JSON-able snapshot; `config_from_dict` of it gives back `cfg`."""
+    return {"path": cfg.path, "config_dir": cfg.config_dir, **cfg.model_dump(mode="json")}
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the YAML as a user writes it (before substitution and resolution)."""
+    schema = PipelineConfig.model_json_schema(mode="validation")
     return {
-        "name": cfg.name,
-        "path": cfg.path,
-        "config_dir": cfg.config_dir,
-        "workdir": cfg.workdir,
-        "cache": cfg.cache,
-        "demo": cfg.demo,
-        "pivot": {"encoder": cfg.pivot.encoder, "options": dict(cfg.pivot.options)},
-        "encoders": {
-            n: {
-                "encoder": e.encoder,
-                "options": dict(e.options),
-                "train_on": list(e.train_on),
-                "offset_dataset": e.offset_dataset,
-            }
-            for n, e in cfg.encoders.items()
-        },
-        "datasets": {n: dataclasses.asdict(d) for n, d in cfg.datasets.items()},
-        "offsets": dataclasses.asdict(cfg.offsets),
-        "training": {**cfg.training.params, "ablate_centring": cfg.training.ablate_centring},
-        "evaluation": [
-            {"name": e.name, "task": e.task, "manifest": e.manifest, **e.fields}
-            for e in cfg.evaluation
-        ],
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$comment": "Generated by `textme config schema` from tasks/config.py; do not edit.",
+        **schema,
+        "description": "A textme pipeline config (docs/CONFIG.md). Strings may use ${workdir} and "
+                       "${config_dir}; relative paths are relative to the config's folder.",
     }
 
 
 def parse_hub_source(source: str) -> tuple[str, str, str | None]:
     """'hf://owner/repo/path/in/repo.parquet@rev' -> ('owner/repo', 'path/in/repo.parquet', 'rev')."""
-    return _parse_hub(source, _Validator("<source>"), "source")
+    parsed = _split_hub(source)
+    if isinstance(parsed, str):
+        raise ConfigError(f"<source>: source: {parsed}")
+    return parsed
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- substitution
 
 
-def _parse_hub(source: str, v: "_Validator", where: str) -> tuple[str, str, str | None]:
-    rest = source[len("hf://"):]
-    revision = None
-    if "@" in rest:
-        rest, revision = rest.rsplit("@", 1)
-        if not revision:
-            v.fail(where, f"empty revision in {source!r}")
-    parts = rest.split("/")
-    if len(parts) < 3 or not all(parts):
-        v.fail(where, f"expected hf://<owner>/<repo>/<path in repo>[@revision], got {source!r}")
-    return "/".join(parts[:2]), "/".join(parts[2:]), revision
+def _substitute(data: dict[str, Any], config_dir: Path, source: str) -> dict[str, Any]:
+    """`${config_dir}` everywhere, `${workdir}` (resolved) everywhere but in workdir."""
+    variables = {"config_dir": str(config_dir)}
+    workdir = data.get("workdir", PipelineConfig.model_fields["workdir"].default)
+    if not isinstance(workdir, str):
+        return data  # the model reports the type
+    workdir = _resolve_path(_subst(workdir, "workdir", variables, source), config_dir)
+    variables["workdir"] = workdir
+    data = _subst_tree(data, variables, source)
+    return {**data, "workdir": workdir} if "workdir" in data else data
 
 
-def _training(raw: Any, v: "_Validator") -> TrainingSpec:
-    if not isinstance(raw, dict):
-        v.fail("training", f"expected a mapping, got {type(raw).__name__}")
-    known = _train_config_fields()
-    params: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"training.{key}"
-        if key in _TRAINING_EXTRA:
+def _subst(value: str, where: str, variables: Mapping[str, str], source: str) -> str:
+    def repl(m: re.Match) -> str:
+        var = m.group(1)
+        if var not in variables:
+            known = ", ".join("${%s}" % k for k in variables)
+            raise ConfigError(f"{source}: {where}: unknown variable ${{{var}}} (known: {known})")
+        return variables[var]
+
+    return _VAR_RE.sub(repl, value)
+
+
+def _subst_tree(node: Any, variables: Mapping[str, str], source: str, where: str = "") -> Any:
+    if isinstance(node, str):
+        return _subst(node, where, variables, source)
+    if isinstance(node, dict):
+        return {k: _subst_tree(v, variables, source, _join(where, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_subst_tree(v, variables, source, f"{where}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+# --------------------------------------------------------------------------- messages
+
+_TYPES = {
+    "int_type": "int", "int_parsing": "int", "int_from_float": "int",
+    "string_type": "str", "bool_type": "bool", "bool_parsing": "bool",
+    "float_type": "float", "float_parsing": "float",
+    "list_type": "list", "tuple_type": "list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def _error_line(exc: ValidationError, source: str, data: Any) -> str:
+    """The first problem, as `<file>: <dotted.field>: <what is wrong>`."""
+    errors = exc.errors(include_url=False)
+    where, message = _describe(errors[0], data)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+
+
+def _describe(error: Mapping[str, Any], data: Any) -> tuple[str, str]:
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    where = _where(error["loc"], data, by_name=not kind.startswith("union_tag"))
+    if kind == "config":
+        return _join(where, ctx["field"]), ctx["message"]
+    if kind == "missing":
+        return where, "required field is missing"
+    if kind == "union_tag_invalid":
+        return f"{where}.task", f"expected one of {', '.join(TASK_KINDS)}, got {ctx['tag']!r}"
+    if kind == "union_tag_not_found":
+        return f"{where}.task", f"required field is missing (one of {', '.join(TASK_KINDS)})"
+    if kind in _TYPES:
+        wanted = _TYPES[kind]
+        shown = _type_name(got) if wanted == "a mapping" else f"{_type_name(got)} {got!r}"
+        return where, f"expected {wanted}, got {shown}"
+    if kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        bound = ctx[key]
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # Float fields say "> 0", not "> 0.0"
+        return where, f"must be {op} {bound}, got {got!r}"
+    if kind == "literal_error":
+        expected = ctx["expected"].replace("'", "").replace(" or ", ", ")
+        return where, f"must be one of {expected}, got {got!r}"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == _NAME_PATTERN:
+        return where, f"names may use letters, digits, '_', '.', '-' only, got {got!r}"
+    if kind == "too_short":
+        if ctx.get("min_length") == 1:
+            return where, "must not be empty"
+        return where, f"needs at least {ctx['min_length']} entries, got {ctx.get('actual_length')}"
+    if kind == "finite_number":
+        return where, f"must be a finite number, got {got!r}"
+    return where, str(error["msg"]).removeprefix("Value error, ")
+
+
+def _where(loc: tuple, data: Any, *, by_name: bool) -> str:
+    """Dotted path of a pydantic location; evaluation entries by their name when valid."""
+    parts: list[str] = []
+    rest = list(loc)
+    if len(rest) >= 2 and rest[0] == "evaluation" and isinstance(rest[1], int):
+        i = rest[1]
+        entries = data.get("evaluation") if isinstance(data, Mapping) else None
+        entry = entries[i] if isinstance(entries, list) and i < len(entries) else None
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        named = by_name and isinstance(name, str) and re.match(_NAME_PATTERN, name)
+        parts.append(f"evaluation.{name}" if named else f"evaluation[{i}]")
+        rest = rest[3:]  # rest[2] is the union's tag (the task)
+    for part in rest:
+        if part == "[key]":
             continue
-        if key not in known:
-            v.unknown(where, list(known) + list(_TRAINING_EXTRA))
-        types = TRAINING_FIELDS.get(key)
-        if types is not None:
-            value = v.typed(value, types, where)
-        params[key] = value
-    ablate = v.typed(raw.get("ablate_centring", False), (bool,), "training.ablate_centring")
-    _check_train_values(params, v)
-    return TrainingSpec(params=params, ablate_centring=ablate)
-
-
-# Encoder options that name local files or folders (weights, checkpoints, vector files):
-# relative values resolve against the config's folder, like every other path in it.
-_PATH_OPTIONS = ("path", "checkpoint", "text", "modal")
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-
-
-def _option_paths(options: Mapping[str, Any], v: "_Validator", config_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, Mapping):  # composite: {text: {encoder: ..., options: {...}}}
-            value = _option_paths(value, v, config_dir)
-        elif isinstance(value, str) and "://" not in value and (
-            key in _PATH_OPTIONS or (key == "pretrained" and value.endswith(_WEIGHT_SUFFIXES))
-        ):
-            value = v.path(value, config_dir)
-        out[key] = value
-    return out
-
-
-def _check_train_values(params: dict[str, Any], v: "_Validator") -> None:
-    """Let TrainConfig judge the values (ranges, loss names) now, not after embedding."""
-    try:
-        from textme.training import TrainConfig  # noqa: PLC0415
-    except Exception:
-        return
-    try:
-        TrainConfig(**params)
-    except (TypeError, ValueError) as exc:
-        message = str(exc).removeprefix("TrainConfig: ")
-        name = message.split(" ", 1)[0]
-        if name in params:  # "batch_size must be >= 2" -> training.batch_size: must be >= 2
-            v.fail(f"training.{name}", message.split(" ", 1)[1])
-        v.fail("training", message)
-
-
-def _train_config_fields() -> list[str]:
-    """TrainConfig's own field names when textme is present, else the documented list."""
-    try:
-        from textme.training import TrainConfig  # noqa: PLC0415 (torch import only here)
-    except Exception:  # textme not importable: validate against the documented fields
-        return list(TRAINING_FIELDS)
-    return [f.name for f in dataclasses.fields(TrainConfig)]
-
-
-def _evaluation(
-    raw: Any, i: int, v: "_Validator", encoders: Mapping[str, EncoderEntry], config_dir: Path
-) -> EvalSpec:
-    where = f"evaluation[{i}]"
-    if not isinstance(raw, dict):
-        v.fail(where, f"expected a mapping, got {type(raw).__name__}")
-    task = raw.get("task")
-    if task not in TASK_KINDS:
-        v.fail(f"{where}.task", f"expected one of {', '.join(TASK_KINDS)}, got {task!r}")
-    schema = {**_EVAL_COMMON, **_EVAL_TASK[task]}
-    name = raw.get("name")
-    if isinstance(name, str):
-        where = f"evaluation.{name}"
-    e = v.section(raw, schema, where)
-    v.name(e["name"], f"{where}.name")
-    fields = {k: e[k] for k in _EVAL_TASK[task]}
-    for key in ("encoder", "source", "target"):
-        if key in fields:
-            v.ref(fields[key], encoders, f"{where}.{key}", "encoder")
-    if "query" in fields and fields["query"] != "pivot":
-        v.ref(fields["query"], encoders, f"{where}.query", "encoder (or 'pivot')")
-    if "ks" in fields:
-        ks = fields["ks"]
-        if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
-            v.fail(f"{where}.ks", f"expected a non-empty list of positive ints, got {ks!r}")
-        fields["ks"] = sorted(set(ks))
-    if "templates" in fields:
-        templates = v.str_list(fields["templates"], f"{where}.templates")
-        if not templates or not all("{}" in t for t in templates):
-            v.fail(f"{where}.templates", "expected a non-empty list of strings containing '{}'")
-        fields["templates"] = templates
-    if "alpha" in fields and not 0.0 <= fields["alpha"] <= 1.0:
-        v.fail(f"{where}.alpha", f"must lie in [0, 1], got {fields['alpha']}")
-    if "k" in fields and fields["k"] < 1:
-        v.fail(f"{where}.k", f"must be >= 1, got {fields['k']}")
-    return EvalSpec(name=e["name"], task=task, manifest=v.path(e["manifest"], config_dir), fields=fields)
-
-
-class _Validator:
-    """Checks one mapping against a field table; every failure names file + field."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, message: str) -> None:
-        raise ConfigError(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
-
-    def unknown(self, where: str, known: list[str]) -> None:
-        self.fail(where, f"unknown field (known: {', '.join(known)})")
-
-    def section(self, raw: Any, schema: Mapping[str, tuple], where: str) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            self.fail(where, f"expected a mapping, got {_type_name(raw)}")
-        out: dict[str, Any] = {}
-        for key in raw:
-            if key not in schema:
-                self.unknown(_join(where, str(key)), list(schema))
-        for key, (types, default) in schema.items():
-            here = _join(where, key)
-            if key not in raw:
-                if default is _REQUIRED:
-                    self.fail(here, "required field is missing")
-                out[key] = default
-            else:
-                out[key] = self.typed(raw[key], types, here)
-        return out
-
-    def typed(self, value: Any, types: tuple[type, ...], where: str) -> Any:
-        if isinstance(value, bool) and bool not in types:
-            self._wrong(value, types, where)
-        if isinstance(value, types):
-            return value
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if float in types and isinstance(value, str):
-            try:  # YAML 1.1 reads '5e-4' (no dot) as a string
-                return float(value)
-            except ValueError:
-                pass
-        self._wrong(value, types, where)
-
-    def _wrong(self, value: Any, types: tuple[type, ...], where: str) -> None:
-        wanted = " or ".join(_type_name_t(t) for t in types)
-        self.fail(where, f"expected {wanted}, got {_type_name(value)} {value!r}")
-
-    def name(self, value: str, where: str) -> None:
-        if not isinstance(value, str) or not _NAME_RE.match(value):
-            self.fail(where, f"names may use letters, digits, '_', '.', '-' only, got {value!r}")
-
-    def ref(self, value: str, known: Mapping[str, Any], where: str, what: str) -> None:
-        if value not in known:
-            self.fail(where, f"unknown {what} {value!r} (known: {', '.join(known) or 'none'})")
-
-    def str_list(self, value: list, where: str) -> list[str]:
-        if not all(isinstance(x, str) for x in value):
-            self.fail(where, f"expected a list of strings, got {value!r}")
-        return list(value)
-
-    def path(self, value: str, config_dir: Path) -> str:
-        if value.startswith("file://"):
-            value = value[len("file://"):]
-        p = Path(value).expanduser()
-        if not p.is_absolute():
-            p = config_dir / p
-        return str(Path(_normpath(p)))
-
-    def subst(self, value: str, where: str, variables: Mapping[str, str]) -> str:
-        def repl(m: re.Match) -> str:
-            var = m.group(1)
-            if var not in variables:
-                known = ", ".join("${%s}" % k for k in variables) or "none here"
-                self.fail(where, f"unknown variable ${{{var}}} (known: {known})")
-            return variables[var]
-
-        return _VAR_RE.sub(repl, value)
-
-    def subst_tree(self, node: Any, variables: Mapping[str, str], where: str = "") -> Any:
-        if isinstance(node, str):
-            return self.subst(node, where, variables)
-        if isinstance(node, dict):
-            return {k: self.subst_tree(val, variables, _join(where, str(k))) for k, val in node.items()}
-        if isinstance(node, list):
-            return [self.subst_tree(val, variables, f"{where}[{i}]") for i, val in enumerate(node)]
-        return node
-
-
-def _normpath(p: Path) -> str:
-    import os
-
-    return os.path.normpath(str(p))
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+    return "".join(parts)
 
 
 def _join(where: str, key: str) -> str:
@@ -628,5 +728,8 @@ def _type_name(value: Any) -> str:
     return {dict: "mapping", list: "list", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _type_name_t(t: type) -> str:
-    return {dict: "mapping", list: "list", type(None): "null"}.get(t, t.__name__)
+def schema_json() -> str:
+    """`config_json_schema()` as the text of configs/textme.schema.json."""
+    import json
+
+    return json.dumps(config_json_schema(), indent=2, ensure_ascii=False) + "\n"

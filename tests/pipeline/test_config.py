@@ -165,3 +165,154 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
     assert options["modal"]["options"]["modal"] == str(tmp_path / "vectors" / "img.parquet")
     assert cfg.pivot.options == {"path": str(Path("~/models/qwen").expanduser()), "model": "Qwen/Qwen3-Embedding-4B"}
     assert config_from_dict(config_to_dict(cfg)) == cfg  # already absolute: unchanged
+
+
+# --------------------------------------------------------------------------- pydantic models
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        # type errors: strict types (a bool is not an int, a quoted number is not an int)
+        ("name: t", "name: t\ndemo: 1", "demo: expected bool, got int 1"),
+        ("name: t", "name: t\noffsets: {n_samples: '500'}", "offsets.n_samples: expected int, got str '500'"),
+        ("name: t", "name: t\noffsets: {n_samples: true}", "offsets.n_samples: expected int, got bool True"),
+        ("name: t", "name: t\noffsets: [1]", "offsets: expected a mapping, got list"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {lr: true}", "training.lr: expected float, got bool True"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {lr: .nan}", "training.lr: must be a finite number"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {epochs: 2.5}", "training.epochs: expected int, got float 2.5"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {betas: [0.9, 1.5]}",
+         "training.betas: expected two numbers in [0, 1), got [0.9, 1.5]"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {device: gpu}", "training.device: must be 'auto' or a torch device"),
+        ("training: {epochs: 2, batch_size: 8}", "training: {dim_act: swish}", "training.dim_act: must be one of gelu, "),
+        ("training: {epochs: 2, batch_size: 8}", "training: {bottom_perc_margin: 0.95}",
+         "training.bottom_perc_margin: must be <= top_perc_margin (0.9), got 0.95"),
+        ("    train_on: [caps]", "    train_on: caps", "encoders.img.train_on: expected a non-empty list of dataset names"),
+        ("    options: {modality: image, tower_seed: 1}", "    options: [modality]", "encoders.img.options: expected a mapping"),
+        ("source: data/caps.jsonl", "source: hf://owner/repo", "datasets.caps.source: expected hf://<owner>/<repo>/<path"),
+        ("  caps:\n", "  'caps x':\n", "datasets.caps x: names may use letters, digits, '_', '.', '-' only"),
+        # nested typos: the known fields of that very section, and the closest one
+        ("    train_on: [caps]", "    train-on: [caps]",
+         "encoders.img.train-on: unknown field (known: encoder, options, train_on, offset_dataset); "
+         "did you mean 'train_on'?"),
+        ("pivot: {encoder: toy-pivot, options: {dim: 16}}", "pivot: {encoder: toy-pivot, option: {dim: 16}}",
+         "pivot.option: unknown field (known: encoder, options); did you mean 'options'?"),
+        ("name: t", "name: t\noffsets: {n_sample: 10}", "offsets.n_sample: unknown field (known: n_samples, seed)"),
+        ("    encoder: img\n", "    encoder: img\n    kss: [1]\n",
+         "evaluation.ret.kss: unknown field (known: name, task, manifest, encoder, query, ks); did you mean 'ks'?"),
+        # fields of another task kind are unknown fields of this one
+        ("    encoder: img\n", "    encoder: img\n    templates: ['a {}.']\n",
+         "evaluation.ret.templates: unknown field (known: name, task, manifest, encoder, query, ks)"),
+        ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    encoder: img\n",
+         "evaluation.ret.encoder: unknown field (known: name, task, manifest, source, target, ks)"),
+        ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    source: img\n",
+         "evaluation.ret.target: required field is missing"),
+        ("    task: retrieval\n", "", "evaluation[0].task: required field is missing (one of retrieval, "
+                                    "classification, emergent, mixed_search)"),
+        ("    task: retrieval\n    encoder: img\n", "    task: mixed_search\n    encoder: img\n    alpha: 2\n",
+         "evaluation.ret.alpha: must be <= 1, got 2"),
+        ("    task: retrieval\n    encoder: img\n", "    task: classification\n    encoder: img\n    templates: [a]\n",
+         "evaluation.ret.templates: expected a non-empty list of strings containing '{}', got ['a']"),
+        ("    encoder: img\n", "    encoder: img\n    ks: [0, 5]\n",
+         "evaluation.ret.ks: expected a non-empty list of positive ints, got [0, 5]"),
+        ("    encoder: img\n", "    encoder: img\n    query: clip\n",
+         "evaluation.ret.query: unknown encoder (or 'pivot') 'clip' (known: img)"),
+        ("  img:\n", "  pivot:\n", "encoders.pivot: 'pivot' is reserved for the pivot encoder"),
+        ("workdir: work", "workdir: ${workdir}/w", "workdir: unknown variable ${workdir} (known: ${config_dir})"),
+        # several problems: the first, and how many more
+        ("training: {epochs: 2, batch_size: 8}", "training: {epochs: 0, batch_size: 1}",
+         "training.epochs: must be >= 1, got 0 (and 1 more problem)"),
+    ],
+)
+def test_model_errors_are_one_line_with_the_dotted_field(tmp_path, old, new, message):
+    assert old in BASE
+    path = write(tmp_path, BASE.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text, text
+    assert message in text, text
+
+
+@pytest.mark.parametrize(
+    "section, yaml_key, known",
+    [
+        ("top", "nme: x", ["name", "workdir", "cache", "demo", "pivot", "encoders", "datasets", "offsets",
+                           "training", "evaluation"]),
+        ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items"]),
+    ],
+)
+def test_unknown_field_lists_every_known_field_of_its_section(tmp_path, section, yaml_key, known):
+    from tasks.config import DatasetSpec, PipelineConfig
+
+    model = {"top": PipelineConfig, "datasets.caps": DatasetSpec}[section]
+    assert list(model.model_fields) == known  # the message's list is the model's
+    text = BASE.replace("name: t", "name: t\n" + yaml_key) if section == "top" else \
+        BASE.replace("    text_column: caption", "    text_column: caption\n" + yaml_key)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert f"unknown field (known: {', '.join(known)})" in str(info.value)
+
+
+def test_training_is_every_train_config_field_but_stores_only_those_given(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.training.epochs == 2 and cfg.training.lr == 5e-4 and cfg.training.betas == (0.9, 0.999)
+    assert cfg.training.params == {"epochs": 2, "batch_size": 8}
+    assert config_to_dict(cfg)["training"] == {"epochs": 2, "batch_size": 8, "ablate_centring": False}
+
+
+def test_values_are_normalised_as_before(tmp_path):
+    """Ints in float fields become floats, ks are sorted without repeats: the stage keys and
+    the config fingerprint see the same values as with the hand-written validator."""
+    text = BASE.replace("{epochs: 2, batch_size: 8}", "{weight_decay: 0, betas: [0, 0.5], grad_clip: null}").replace(
+        "    encoder: img\n", "    encoder: img\n    ks: [10, 1, 10]\n")
+    text += "  - {name: ms, task: mixed_search, encoder: img, manifest: m.jsonl, alpha: 1}\n"
+    cfg = load_config(write(tmp_path, text))
+    params = cfg.training.params
+    assert params == {"weight_decay": 0.0, "betas": [0.0, 0.5], "grad_clip": None}
+    assert all(type(v) is float for v in (params["weight_decay"], *params["betas"]))
+    assert cfg.evaluation[0].fields["ks"] == [1, 10]
+    alpha = cfg.evaluation_by_name("ms").fields["alpha"]
+    assert alpha == 1.0 and type(alpha) is float
+    assert cfg.evaluation_by_name("ms").fields == {"encoder": "img", "query": "pivot", "alpha": 1.0, "k": 10}
+
+
+def test_config_is_immutable_and_pickles(tmp_path):
+    import pickle
+
+    from pydantic import ValidationError
+
+    cfg = load_config(write(tmp_path, BASE))
+    for obj, field in [(cfg, "name"), (cfg.datasets["caps"], "source"), (cfg.training, "epochs"),
+                       (cfg.evaluation[0], "name"), (cfg.encoders["img"], "train_on")]:
+        with pytest.raises(ValidationError, match="frozen"):
+            setattr(obj, field, "x")
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and again.path == cfg.path and again.config_dir == str(tmp_path)
+
+
+def test_path_and_config_dir_are_not_config_fields(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.path == str(tmp_path / "cfg.yaml") and cfg.config_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match=r"cfg.yaml: path: unknown field \(known: name, workdir"):
+        load_config(write(tmp_path, BASE.replace("name: t", "name: t\npath: elsewhere.yaml")))
+    (tmp_path / "b").mkdir()
+    assert load_config(write(tmp_path / "b", BASE.replace("workdir: work", f"workdir: {tmp_path}/work"))) != cfg
+    # same content, another file: configs compare by origin too, as before
+
+
+def test_dict_without_a_path_is_named_textme_and_resolves_against_the_working_dir(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    data = yaml.safe_load(BASE)
+    del data["name"]
+    cfg = config_from_dict(data)
+    assert cfg.name == "textme" and cfg.path == "<dict>" and cfg.workdir == str(tmp_path / "work")
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", ["demo", "paper"])
+def test_shipped_configs_round_trip(name):
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
+    assert config_from_dict(config_to_dict(cfg)) == cfg
