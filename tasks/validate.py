@@ -1,9 +1,11 @@
 """Check everything a run needs before anything is written.
 
-`preflight` reads every caption source (present, readable, caption column there and
-not empty), resolves every encoder name, and checks item folders and evaluation
-manifests. It raises the first problem as a one-line error (ConfigError, SourceError,
-InputError or an encoder error), so `textme run` can fail before touching the cache.
+`preflight` resolves every encoder name and checks every encoder option against the
+encoder's factory (`check_encoder_options`: a typo such as `dimm:` is named before
+anything runs), reads every caption source (present, readable, caption column there
+and not empty), and checks item folders and evaluation manifests. It raises the first
+problem as a one-line error (ConfigError, SourceError, InputError or an encoder error),
+so `textme run` can fail before touching the cache.
 
 Paths under `<workdir>/demo` of a `demo: true` config are only checked once the demo
 assets exist (`assets_ready=True`): the pipeline builds them first.
@@ -18,7 +20,8 @@ from tasks.inputs import list_items, read_eval_manifest
 from tasks.sources import read_captions
 from tasks.workspace import Workspace
 
-__all__ = ["preflight", "used_datasets", "text_datasets", "pivot_datasets", "user_errors"]
+__all__ = ["preflight", "check_encoder_options", "used_datasets", "text_datasets", "pivot_datasets",
+           "user_errors"]
 
 
 def used_datasets(cfg: PipelineConfig) -> list[str]:
@@ -46,15 +49,28 @@ def _pending(cfg: PipelineConfig, path: str | None, assets_ready: bool) -> bool:
     return Path(path) == demo or demo in Path(path).parents
 
 
-def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
+def check_encoder_options(cfg: PipelineConfig) -> None:
+    """Every encoder name is registered, every option one its factory takes (no model is
+    built): `<file>: encoders.<name>.options.<option>: unknown option ... (accepted: ...)`."""
     from textme.encoders import list_encoders
+    from textme.encoders.errors import UnknownEncoderError
+    from textme.encoders.registry import OptionError, check_options
 
-    known = set(list_encoders())
-    for where, name in [("pivot.encoder", cfg.pivot.encoder)] + [
-        (f"encoders.{n}.encoder", e.encoder) for n, e in cfg.encoders.items()
-    ]:
-        if name not in known:
-            raise ConfigError(f"{cfg.path}: {where}: unknown encoder {name!r} (known: {', '.join(sorted(known))})")
+    refs = [("pivot", cfg.pivot)] + [(f"encoders.{n}", e) for n, e in cfg.encoders.items()]
+    for where, ref in refs:
+        try:
+            check_options(ref.encoder, ref.options)
+        except UnknownEncoderError:
+            known = ", ".join(list_encoders())
+            raise ConfigError(f"{cfg.path}: {where}.encoder: unknown encoder {ref.encoder!r} (known: {known})") from None
+        except OptionError as err:
+            raise ConfigError(f"{cfg.path}: {where}.options.{err.path}: {err.reason}") from None
+        except ImportError as err:  # a plugin that cannot be imported
+            raise ConfigError(f"{cfg.path}: {where}.encoder: {err}") from None
+
+
+def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
+    check_encoder_options(cfg)
     for name in used_datasets(cfg):
         spec = cfg.datasets[name]
         if not _pending(cfg, spec.source, assets_ready):

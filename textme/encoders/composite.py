@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .base import Encoder
-from .registry import get_encoder, register_encoder
+from .registry import OptionError, get_encoder, register_encoder
 
 PART_KEYS = {"encoder", "options", "tower"}
 
@@ -58,6 +58,28 @@ class CompositeEncoder(Encoder):
         if modality is None and "modal" in self.parts:
             modality = self.parts["modal"][0].modality
         self.modality = modality
+
+    @staticmethod
+    def nested_encoders(options: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """(place, encoder name, options) of each part: the registry checks their options."""
+        parts = []
+        for tower in ("text", "modal", "query"):
+            spec = options.get(tower)
+            if spec is None:
+                continue
+            if not isinstance(spec, Mapping):
+                raise OptionError(tower, f"expected a mapping with keys {', '.join(sorted(PART_KEYS))}, "
+                                         f"got {type(spec).__name__}")
+            extra = [key for key in spec if key not in PART_KEYS]
+            if extra:
+                raise OptionError(f"{tower}.{extra[0]}", f"unknown key of a composite part (accepted: "
+                                                         f"{', '.join(sorted(PART_KEYS))})")
+            if "encoder" not in spec:
+                raise OptionError(f"{tower}.encoder", "required field is missing (the part's encoder name)")
+            if not isinstance(spec.get("options") or {}, Mapping):
+                raise OptionError(f"{tower}.options", "expected a mapping")
+            parts.append((tower, spec["encoder"], spec.get("options") or {}))
+        return parts
 
     def identity(self, tower: str) -> dict[str, Any]:
         self._check_tower(tower)

@@ -8,18 +8,24 @@ A package registers a plugin encoder in its packaging metadata:
 The factory is called with the encoder's options as keyword arguments and returns an
 `Encoder`. Built-in names win over plugins of the same name (a plugin cannot silently
 replace the paper's CLIP).
+
+`check_options(name, options)` refuses an option the factory does not take, without
+building anything: the factory's signature says what it takes (one taking `**kwargs`
+takes anything). A factory whose options hold other encoders' specs (`composite`) says
+where they are with a `nested_encoders(options)` attribute; those are checked too.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
 
 from .base import Encoder
-from .errors import UnknownEncoderError
+from .errors import EncoderError, UnknownEncoderError
 
 ENTRY_POINT_GROUP = "textme.encoders"
 
@@ -69,20 +75,64 @@ def _factory(name: str) -> tuple[Callable[..., Encoder], str]:
         raise ImportError(f"encoder {name!r}: plugin {ep.value} could not be imported: {err}") from err
 
 
-def _check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Refuse an unknown option by name, listing the accepted ones."""
+class OptionError(EncoderError, TypeError):
+    """An option an encoder does not take (a `TypeError`, as calling the factory would be).
+
+    `path` is its dotted place inside the encoder's options (``dimm``, or
+    ``text.options.pretraned`` inside a composite), `reason` what is wrong and what is
+    accepted: a caller names the config field with them (tasks/validate.py).
+    """
+
+    def __init__(self, path: str, reason: str, message: str | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(message or f"option {path!r}: {reason}")
+
+
+def accepted_options(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options a factory takes, in signature order; None: it takes any."""
     try:
-        sig = inspect.signature(factory)
+        params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
-        return
-    params = sig.parameters.values()
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _check_options(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """Refuse an unknown option by name, listing the accepted ones."""
+    accepted = accepted_options(factory)
+    if accepted is None:
         return
-    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(options) - set(accepted))
+    unknown = [key for key in options if key not in accepted]
     if unknown:
-        raise TypeError(f"encoder {name!r}: unknown option(s) {', '.join(unknown)}; "
-                        f"accepted: {', '.join(accepted)}")
+        close = difflib.get_close_matches(str(unknown[0]), accepted, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OptionError(str(unknown[0]),
+                          f"unknown option of encoder {name!r} (accepted: {', '.join(accepted)}){hint}",
+                          f"encoder {name!r}: unknown option(s) {', '.join(map(str, sorted(unknown)))}; "
+                          f"accepted: {', '.join(accepted)}")
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse what `get_encoder(name, **options)` would refuse by name, building nothing.
+
+    Raises UnknownEncoderError for an unknown name, OptionError (its `path` inside
+    `options`) for an option the factory, or a nested encoder's factory, does not take.
+    """
+    factory, _ = _factory(name)
+    _check_options(name, factory, options)
+    nested: Callable[[Mapping[str, Any]], Iterable[tuple[str, str, Mapping[str, Any]]]] | None = getattr(
+        factory, "nested_encoders", None)
+    for path, sub_name, sub_options in nested(options) if nested else ():
+        try:
+            check_options(sub_name, sub_options)
+        except UnknownEncoderError:
+            raise OptionError(f"{path}.encoder", f"unknown encoder {sub_name!r} (known: "
+                                                 f"{', '.join(list_encoders())})") from None
+        except OptionError as err:
+            raise OptionError(f"{path}.options.{err.path}", err.reason) from None
 
 
 def get_encoder(name: str, **options: Any) -> Encoder:
