@@ -132,11 +132,17 @@ def test_loading_a_config_imports_no_torch():
 # --------------------------------------------------------------------------- JSON Schema
 
 
-@pytest.fixture(scope="module")
-def validator() -> jsonschema.Draft202012Validator:
+@pytest.fixture(scope="module", params=["declared", "2020-12"])
+def validator(request) -> jsonschema.protocols.Validator:
+    """The validator its `$schema` names (draft-07, what editors' YAML language server
+    uses), and a 2020-12 one (what newer tools default to): both must agree."""
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    cls = jsonschema.validators.validator_for(schema) if request.param == "declared" else \
+        jsonschema.Draft202012Validator
+    if request.param == "declared":
+        assert cls is jsonschema.Draft7Validator
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def test_shipped_schema_is_what_the_command_prints(tmp_path):
@@ -205,7 +211,7 @@ def test_schema_describes_the_file_not_the_resolved_config():
     schema = config_json_schema()
     assert "path" not in schema["properties"] and "config_dir" not in schema["properties"]
     assert schema["required"] == ["pivot", "encoders", "datasets"]
-    for name, definition in schema["$defs"].items():
+    for name, definition in schema["definitions"].items():
         assert definition.get("additionalProperties") is False, name
         for field, prop in definition["properties"].items():
             assert field == "task" or prop.get("description"), f"{name}.{field} has no description"
