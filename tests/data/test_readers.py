@@ -160,6 +160,7 @@ def test_mixbench_assigns_thirds_exactly_as_gr_clip(tmp_path):
     other = read("mixbench", tmp_path, seed=7)
     assert [(d["text"] is None, d["item"] is None) for d in other.rows[:8]] != \
         [(d["text"] is None, d["item"] is None) for d in docs]
+    assert read("mixbench", want["subset"]).rows == data.rows  # a subset's own folder is a root too
     released = read("mixbench", tmp_path, corpus="mixed_corpus")
     assert [(d["text"] is None, d["item"] is None) for d in released.rows if d["kind"] == "doc"] == [
         (False, True), (True, False), (False, False)]

@@ -402,6 +402,23 @@ def test_blockwise_ranks_equal_one_product_on_real_valued_data(rng):
         assert np.array_equal(retrieval_ranks(q, g, targets, block=block), one_product), block
 
 
+def test_similarities_do_not_depend_on_block_shape(rng):
+    # A float32 BLAS product of a (7 x 4999) block need not round like the same entries
+    # of the whole product (OpenBLAS here: ~1000 of 6M entries differ in the last bit,
+    # enough to move near-tied ranks); accumulated in float64 they are the same.
+    from textme.metrics import similarities
+    from textme.metrics._common import l2_normalise
+
+    q = l2_normalise(rng.normal(size=(300, 32)).astype(np.float32), "q")
+    g = l2_normalise(rng.normal(size=(20000, 32)).astype(np.float32), "g")
+    whole = similarities(q, g)
+    blocks = np.empty_like(whole)
+    for i in range(0, 300, 7):
+        for j in range(0, 20000, 4999):
+            blocks[i : i + 7, j : j + 4999] = similarities(q[i : i + 7], g[j : j + 4999])
+    assert np.array_equal(blocks, whole)
+
+
 @pytest.mark.parametrize("ties", ["against", "first"])
 @pytest.mark.parametrize("match", ["index", "name"])
 def test_blockwise_zero_shot_equals_one_piece(rng, ties, match):
