@@ -25,13 +25,6 @@ class BenchmarkError(ValueError):
     """A benchmark's files are not in the expected layout (one line, names the file)."""
 
 
-def need_file(bench: str, path: Path, what: str) -> Path:
-    """`path` if it is a file, else an error naming it and what it should hold."""
-    if not path.is_file():
-        raise BenchmarkError(f"{bench}: {path} not found (expected {what})")
-    return path
-
-
 def first_file(bench: str, candidates: Sequence[Path], what: str) -> Path:
     """The first existing file of `candidates`, else an error naming them all."""
     for p in candidates:
