@@ -97,20 +97,20 @@ def _gap(lin: RunLineage, store: FigureStore, failures: list[str]) -> list[Repor
         if row is None:
             continue
         heads = {v: h for (e, v), h in lin.heads.items() if e == enc}
-        dataset = lin.cfg.datasets.get(row["dataset"])
+        dataset = lin.snapshot.datasets.get(row["dataset"])
         modality = getattr(dataset, "modality", None) or "modal"
 
         def draw(row=row, heads=heads, modality=modality, enc=enc):
             from tasks.report.gap import gap_views
             from tasks.report.plots import gap_figure
 
-            views = gap_views(lin.cfg, row, {v: h.path for v, h in heads.items()})
+            views = gap_views(lin.cfg, row, {v: h.path for v, h in heads.items()}, seed=lin.snapshot.offsets.seed)
             return gap_figure(enc, modality, views, stand_in=lin.stand_in), {
                 "views": [{"label": v.label, "space": v.space, "gap_norm": v.gap_norm} for v in views]}
 
         key = {"kind": "gap", "encoder": enc, "modality": modality, "offset_fp": row["offset_fp"],
                "heads": {v: h.projection_fp for v, h in heads.items()}, "stand_in": lin.stand_in,
-               "seed": lin.cfg.offsets.seed}
+               "seed": lin.snapshot.offsets.seed}
         try:
             png, meta = store.get_or_draw(key, draw)
         except Exception as exc:  # one encoder's data missing must not cost the others

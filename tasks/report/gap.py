@@ -65,8 +65,9 @@ def _items_manifest(ws: Workspace, items_fp: str, namespace: str) -> dict[str, A
     raise FileNotFoundError(f"no embed_items manifest for item sample {items_fp[:12]} under {ws.manifests}")
 
 
-def offset_sample(cfg: PipelineConfig, row: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(Offset, text vectors, modal vectors) of an `offsets` row's sample, from the cache."""
+def offset_sample(cfg: PipelineConfig, row: dict[str, Any], seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(Offset, text vectors, modal vectors) of an `offsets` row's sample, from the cache
+    (cfg says where the workdir and cache are; seed is the run's `offsets.seed`)."""
     from textme import load_offset
 
     from tasks.embed import read_item_sample
@@ -81,7 +82,7 @@ def offset_sample(cfg: PipelineConfig, row: dict[str, Any]) -> tuple[Any, np.nda
     captions = open_tables(cfg).read("captions", filters={"dataset": meta["dataset"],
                                                           "snapshot": meta["captions_fp"]})
     shas = captions.sort_by("text_sha")["text_sha"].to_pylist()
-    chosen = sample_captions(shas, row["n_text"], cfg.offsets.seed)
+    chosen = sample_captions(shas, row["n_text"], seed)
     item_keys, _ = read_item_sample(_items_manifest(ws, meta["items_fp"], meta["modal_namespace"]))
     cache = open_cache(cfg)
     text = cache.open_namespace(meta["text_namespace"]).get(chosen)
@@ -89,11 +90,11 @@ def offset_sample(cfg: PipelineConfig, row: dict[str, Any]) -> tuple[Any, np.nda
     return offset, text, modal
 
 
-def gap_views(cfg: PipelineConfig, row: dict[str, Any], heads: dict[str, str]) -> list[GapView]:
+def gap_views(cfg: PipelineConfig, row: dict[str, Any], heads: dict[str, str], *, seed: int) -> list[GapView]:
     """The views of one encoder's gap; `heads` maps variant -> projection path."""
     from textme import load_projection, project
 
-    offset, text, modal = offset_sample(cfg, row)
+    offset, text, modal = offset_sample(cfg, row, seed)
     enc = row["encoder"]
     t, m = _normalised(text), _normalised(modal)
     for side, vecs, mean in (("text", t, offset.text_mean), ("modal", m, offset.modal_mean)):

@@ -48,7 +48,8 @@ class HeadRef:
 @dataclass
 class RunLineage:
     run: dict[str, Any]  # the run's latest `runs` row (status, started/finished, config_fp, ...)
-    cfg: PipelineConfig  # the run's config snapshot (or the given config when it is gone)
+    cfg: PipelineConfig  # where things are: workdir, cache (the config given)
+    snapshot: PipelineConfig  # what the run did: its config snapshot (the given config when it is gone)
     results: list[dict[str, Any]]
     offsets: dict[str, dict[str, Any]]  # encoder -> `offsets` row
     heads: dict[tuple[str, str], HeadRef]  # (encoder, variant) -> head
@@ -112,7 +113,7 @@ def load_lineage(cfg: PipelineConfig, run_id: str) -> RunLineage:
                                "config_fp": results[0]["config_fp"], "code_version": results[0]["code_version"],
                                "started_at": None, "finished_at": None, "status": "unknown", "stand_in": None}
     snap = _snapshot(cfg, run.get("config_fp"))
-    ws = Workspace.of(snap)
+    ws = Workspace.of(cfg)  # not the snapshot's: a workdir that moved is still read where it is now
     evals = {spec.name: i for i, spec in enumerate(snap.evaluation)}
     results.sort(key=lambda r: evals.get(r["eval_name"], len(evals)))  # stable: rows keep their order
 
@@ -175,12 +176,12 @@ def load_lineage(cfg: PipelineConfig, run_id: str) -> RunLineage:
         for variant in variants:
             if (enc, variant) in heads:
                 continue
-            fp = _find_head(snap, enc, variant, offsets.get(enc), by_head, eligible, rank)
+            fp = _find_head(snap, ws, enc, variant, offsets.get(enc), by_head, eligible, rank)
             if fp:
                 add_head(fp)
             else:
                 notes.append(f"{enc}: no {variant} head recorded for this run")
-    return RunLineage(run=run, cfg=snap, results=results, offsets=offsets, heads=heads,
+    return RunLineage(run=run, cfg=cfg, snapshot=snap, results=results, offsets=offsets, heads=heads,
                       encoders=encoders, notes=notes)
 
 
@@ -188,7 +189,7 @@ def _namespace(cfg: PipelineConfig, encoder: str, tower: str) -> str:
     return keys.namespace_id(keys.encoder_identity(cfg, encoder, tower))
 
 
-def _find_head(cfg: PipelineConfig, encoder: str, variant: str, offset: dict[str, Any] | None,
+def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, offset: dict[str, Any] | None,
                by_head: dict[str, list[dict[str, Any]]], eligible, rank) -> str | None:
     """The head of (encoder, variant) trained on this config's text namespace (and, for
     textme, with this offset): this run's, else the newest eligible one."""
@@ -196,7 +197,6 @@ def _find_head(cfg: PipelineConfig, encoder: str, variant: str, offset: dict[str
 
     if variant == "textme" and offset is None:
         return None
-    ws = Workspace.of(cfg)
     ns_text = None
     candidates = []
     for fp, rows in by_head.items():

@@ -95,7 +95,7 @@ def _stand_in_note() -> str:
 def report_html(report: Report) -> str:
     lin = report.lineage
     run = lin.run
-    title = f"TextME run report: {lin.cfg.name}"
+    title = f"TextME run report: {lin.snapshot.name}"
     meta = [f"run <code>{escape(lin.run_id)}</code>", f"flow {escape(str(run.get('flow') or ''))}",
             f"status {escape(_status(run))}", f"started {_fmt_time(run.get('started_at'))}",
             f"finished {_fmt_time(run.get('finished_at'))}",
@@ -113,9 +113,9 @@ def report_html(report: Report) -> str:
     kinds = {k: [f for f in report.figures if f.kind == k] for k in ("gap", "training", "evaluation")}
     parts.append("<h2>Modality gap, before and after centring</h2><p>Each encoder's text and modal embeddings "
                  "(the sample its offsets were computed on), projected on their first two principal axes: "
-                 "before centring the two clouds sit apart (the gap, ‖μ_text − μ_modal‖); centring each side with "
-                 "its own centroid closes it, and the head carries both into the pivot space together. The "
-                 "uncentred head, trained on raw text, keeps the gap.</p>")
+                 "before centring the two clouds sit apart (the gap, ‖μ_text − μ_modal‖); centring each side "
+                 "with its own centroid closes it, and the head carries both into the pivot space together. "
+                 "The uncentred head, trained on raw text, keeps the gap.</p>")
     parts += [_img(f) for f in kinds["gap"]] or ["<p>No offsets recorded for this run.</p>"]
     parts.append("<h2>Training</h2>")
     parts += [_img(f) for f in kinds["training"]] or ["<p>No training recorded for this run.</p>"]
@@ -139,7 +139,7 @@ def report_html(report: Report) -> str:
 def report_markdown(report: Report, html_path: str) -> str:
     """The plots for a Prefect markdown artifact (images inline as data: URIs)."""
     lin = report.lineage
-    lines = [f"# TextME run report: {lin.cfg.name}", ""]
+    lines = [f"# TextME run report: {lin.snapshot.name}", ""]
     if lin.stand_in:
         lines += [f"> **Stand-in models.** {_stand_in_note()} Their bars are hatched.", ""]
     lines += [f"Run `{lin.run_id}`; the full page with the results table: `{html_path}`", ""]

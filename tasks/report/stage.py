@@ -28,10 +28,11 @@ def publish_report(report: Report) -> None:
     from tasks.report.page import report_markdown
 
     lin = report.lineage
-    slug = "".join(c if c.isalnum() else "-" for c in lin.cfg.name.lower()).strip("-") or "run"
+    name = lin.snapshot.name
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "run"
     suffix = " (stand-in models)" if lin.stand_in else ""
     create_markdown_artifact(markdown=report_markdown(report, str(report.folder / INDEX_FILE)),
-                             key=f"textme-report-{slug}", description=f"TextME run report for {lin.cfg.name}{suffix}")
+                             key=f"textme-report-{slug}", description=f"TextME run report for {name}{suffix}")
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
