@@ -59,7 +59,7 @@ def main() -> None:
     from tasks.report import latest_run_id, write_report
 
     with_report = pipeline_module.run_report
-    no_report = task(name="report", persist_result=False)(lambda config: None)
+    no_report = task(name="skipped-stage", persist_result=False)(lambda config: None)
     with tempfile.TemporaryDirectory() as scratch:
         config = demo_config_in(Path(scratch))
         with prefect_test_harness(server_startup_timeout=180):
