@@ -5,6 +5,7 @@
       -> offsets (per encoder) -> train (per encoder; + uncentred ablation)
       -> evaluate (per evaluation entry)                             (join)
       -> results (one writer: results table, DuckDB catalog, artifacts)
+      -> report (plots + HTML page under <workdir>/reports/<run>/; never fails the run)
 
 Tasks get the path of the resolved config snapshot and small manifests; every cached
 task's key comes from tasks/keys.py, so a re-run with nothing changed is all cache hits
@@ -26,6 +27,7 @@ from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
+from tasks.report.stage import run_report
 from tasks.results import record_run, write_results
 from tasks.train import train
 from tasks.validate import pivot_datasets, preflight, text_datasets, used_datasets
@@ -91,7 +93,9 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         t_evaluate.submit(snapshot, spec.name, {e: heads[e] for e in spec.encoders()}, pivot)
         for spec in cfg.evaluation
     ]
-    return write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    summary = write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    summary["report"] = run_report.submit(snapshot).result()  # None if it could not be drawn (logged)
+    return summary
 
 
 @flow(name="textme-pipeline", log_prints=True)
