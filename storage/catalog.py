@@ -1,39 +1,58 @@
-"""A DuckDB catalog file with one view per table, over the tables' Parquet files.
+"""A DuckDB catalog file holding a copy of every table, for the duckdb shell and Python.
 
-    duckdb .textme/catalog.duckdb -c "select eval_name, variant, metric, value from latest_results"
+    duckdb -readonly .textme/catalog.duckdb -c "select eval_name, variant, metric, value from latest_results"
     duckdb.connect(".textme/catalog.duckdb", read_only=True).sql("select * from offsets")
 
-Views read the files at query time (``read_parquet`` over a glob, hive partitions,
-``union_by_name`` so older parts without a newer column still read), so rows appended
-after the build are seen without rebuilding. Two exceptions need a rebuild, which is
-cheap: a table that had no files at build time is a typed empty view (DuckDB refuses a
-glob that matches nothing), and a moved table root.
+Why a copy (materialised tables) and not views over the Parquet files: the catalog must
+answer the same queries wherever the workdir is, and only with the parts the tables'
+own manifests list and whose checksums match. DuckDB 1.5 offers no view that does both:
 
-One writer: `build_catalog` builds a new file beside the old one and renames it into
-place, so a reader never opens a half-built catalog. Everyone else opens it read-only
-(DuckDB allows one read-write process or many read-only ones).
+- views hold the paths they were built with: absolute paths break when a workdir is
+  copied or moved ("No files found that match the pattern ..."), relative paths resolve
+  against the *process's* working directory, not the catalog's folder, so they break as
+  soon as the shell runs anywhere else;
+- ``file_search_path`` would fix that, but it is a per-connection setting the shell
+  user would have to type; nothing stored in a database file sets it on open;
+- a glob reads every Parquet file in the folder, also one dropped there by hand, and
+  does not check checksums; a view over an explicit file list would be checked only
+  when it was built, not when it is read.
 
-DuckDB reads local paths by itself and s3://, gs://, https:// through its httpfs
-extension (loaded, with credentials, by whoever queries). Other fsspec roots, such as
-memory://, cannot back a catalog: `build_catalog` says so.
+A copy has none of these problems: the file is self-contained (copy it anywhere, query
+it from anywhere, with any duckdb >= 1.0: it is written with storage version v1.0.0),
+and what it holds was read through `TableStore.scan`, so only listed, intact parts.
+The cost is the copy: the catalog is rebuilt by the pipeline whenever it writes rows
+people query (the results stage, each run's end), and holds the tables as of then.
+
+Besides the tables, the catalog has ``latest_results`` (a view: the newest row of each
+number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, sha256,
+rows), ``meta.problems`` (every part left out: table, file, kind, detail) and
+``meta.info`` (built_at, tables root).
+
+One writer at a time per catalog file: `build_catalog` builds a new file beside the old
+one and renames it into place, so a reader never opens a half-built catalog. Everyone
+else opens it read-only (DuckDB allows one read-write process or many read-only ones).
+Any TableStore root works (local, file://, s3://, memory://): DuckDB reads nothing but
+the catalog file.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from storage.fs import fsync_dir
-from storage.tables import PARTITIONS, SCHEMAS, TableStore
+from storage.parts import Problem
+from storage.tables import SCHEMAS, TableStore
 
-__all__ = ["build_catalog", "DUCKDB_REMOTE_PROTOCOLS", "LATEST_RESULTS_SQL"]
+__all__ = ["build_catalog", "catalog_problems", "LATEST_RESULTS_SQL", "STORAGE_VERSION"]
 
-#: URL schemes DuckDB can read (with httpfs) besides local files.
-DUCKDB_REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "az", "abfss")
+#: The DuckDB storage format the catalog is written in: readable by every duckdb >= 1.0.
+STORAGE_VERSION = "v1.0.0"
 
 #: `results` keeps every run's rows (the history); `latest_results` shows, for each
 #: number (evaluation, variant, metric, encoders), only the row written last.
@@ -45,21 +64,36 @@ QUALIFY row_number() OVER (
     ORDER BY created_at DESC, run_id DESC) = 1
 """
 
-_DUCKDB_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN"}
+_META = {
+    "parts": pa.schema([("table", pa.string()), ("file", pa.string()), ("sha256", pa.string()),
+                        ("rows", pa.int64())]),
+    "problems": pa.schema([("table", pa.string()), ("file", pa.string()), ("kind", pa.string()),
+                           ("detail", pa.string())]),
+    "info": pa.schema([("built_at", pa.timestamp("us", tz="UTC")), ("tables_root", pa.string())]),
+}
 
 
 def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> Path:
     """Write (or replace) the DuckDB catalog at `catalog_path`; return its path."""
-    table_root = _duckdb_root(tables)
     path = Path(catalog_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    meta: dict[str, list[dict]] = {"parts": [], "problems": [], "info": [
+        {"built_at": datetime.now(timezone.utc), "tables_root": tables.loc.url}]}
     try:
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
-            for name, schema in SCHEMAS.items():
-                con.execute(_view_sql(name, schema, table_root, bool(tables.files(name))))
+            for name in SCHEMAS:
+                scan = tables.scan(name)
+                _create_table(con, name, scan.table)
+                meta["parts"] += [{"table": name, "file": f"{name}/{e.file}", "sha256": e.sha256, "rows": e.rows}
+                                  for e in scan.parts]
+                meta["problems"] += [{"table": p.table, "file": p.file, "kind": p.kind, "detail": p.detail}
+                                     for p in scan.problems]
             con.execute(LATEST_RESULTS_SQL)
+            con.execute("CREATE SCHEMA meta")
+            for name, schema in _META.items():
+                _create_table(con, f"meta.{name}", pa.Table.from_pylist(meta[name], schema=schema))
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -71,41 +105,18 @@ def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> P
     return path
 
 
-def _duckdb_root(tables: TableStore) -> str:
-    loc = tables.loc
-    if loc.is_local:
-        return loc.root
-    protocol = loc.fs.protocol if isinstance(loc.fs.protocol, str) else loc.fs.protocol[0]
-    if protocol not in DUCKDB_REMOTE_PROTOCOLS:
-        raise ValueError(
-            f"cannot build a DuckDB catalog over tables at {loc.url}: DuckDB reads only local "
-            f"paths and {', '.join(DUCKDB_REMOTE_PROTOCOLS)} URLs (through httpfs). Put the "
-            "tables in a local folder or on object storage DuckDB can reach"
-        )
-    return loc.full_url()
+def _create_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register("_incoming", table)
+    try:
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _incoming")
+    finally:
+        con.unregister("_incoming")
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _view_sql(name: str, schema: pa.Schema, root: str, has_files: bool) -> str:
-    if not has_files:
-        columns = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {f.name}" for f in schema)
-        return f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} WHERE false"
-    column = PARTITIONS.get(name)
-    if column:
-        glob = f"{root}/{name}/*/*.parquet"
-        options = f"hive_partitioning = true, hive_types = {{'{column}': 'VARCHAR'}}"
-    else:
-        glob = f"{root}/{name}/*.parquet"
-        options = "hive_partitioning = false"
-    return (
-        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(glob)}, {options}, union_by_name = true)"
-    )
-
-
-def _duckdb_type(t: pa.DataType) -> str:
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    return _DUCKDB_TYPES[str(t)]
+def catalog_problems(con: duckdb.DuckDBPyConnection) -> list[Problem]:
+    """The parts a catalog's build left out (an older catalog without `meta`: none)."""
+    try:
+        rows = con.execute("SELECT \"table\", file, kind, detail FROM meta.problems ORDER BY 1, 2").fetchall()
+    except duckdb.Error:
+        return []
+    return [Problem(*row) for row in rows]
