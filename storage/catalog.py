@@ -28,6 +28,15 @@ number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, s
 rows), ``meta.problems`` (every part left out: table, file, kind, detail) and
 ``meta.info`` (built_at, tables root).
 
+Queries that cannot write: `open_read_only` opens a catalog read-only with DuckDB's
+external access off (no file read or written besides the catalog itself: no COPY TO,
+EXPORT, ATTACH, read_csv/read_parquet/glob of any path, INSTALL or LOAD, no spill
+files) and its configuration locked (no SET can undo that), and `read_only_statement`
+admits exactly one statement, a SELECT (WITH, FROM, VALUES, TABLE, DESCRIBE, SHOW,
+SUMMARIZE and PRAGMA show_tables parse as SELECT) or an EXPLAIN of one. Everything
+else (CREATE, INSERT, SET, CALL, a second statement after a `;`) is refused up front.
+There is nothing to set up after opening, because the catalog needs no file but itself.
+
 One writer at a time per catalog file: `build_catalog` builds a new file beside the old
 one and renames it into place, so a reader never opens a half-built catalog. Everyone
 else opens it read-only (DuckDB allows one read-write process or many read-only ones).
@@ -38,6 +47,7 @@ the catalog file.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +59,8 @@ from storage.fs import fsync_dir
 from storage.parts import Problem
 from storage.tables import SCHEMAS, TableStore
 
-__all__ = ["build_catalog", "catalog_problems", "LATEST_RESULTS_SQL", "STORAGE_VERSION"]
+__all__ = ["build_catalog", "catalog_problems", "open_read_only", "read_only_statement", "QueryRefused",
+           "READ_STATEMENTS", "LATEST_RESULTS_SQL", "STORAGE_VERSION"]
 
 #: The DuckDB storage format the catalog is written in: readable by every duckdb >= 1.0.
 STORAGE_VERSION = "v1.0.0"
@@ -120,3 +131,51 @@ def catalog_problems(con: duckdb.DuckDBPyConnection) -> list[Problem]:
     except duckdb.Error:
         return []
     return [Problem(*row) for row in rows]
+
+
+#: Statement types a query may have (DuckDB's parser names; see the module docstring).
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+#: Connection settings of a query: the catalog file only, no extensions, no changes.
+_LOCKDOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,  # no scanning of the caller's Python variables
+    "temp_directory": "",                 # no spill files next to the catalog
+    "lock_configuration": True,           # last: nothing above can be SET back
+}
+
+_EXPLAIN = re.compile(r"\s*explain\s+(?:analy[sz]e\s+)?(?:\([^)]*\)\s*)?(?P<inner>.*)\Z", re.I | re.S)
+
+
+class QueryRefused(ValueError):
+    """A query that is not one read-only statement (the message says why, in one line)."""
+
+
+def open_read_only(catalog_path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+    """A read-only, locked-down connection to a catalog (see the module docstring)."""
+    return duckdb.connect(str(catalog_path), read_only=True, config=dict(_LOCKDOWN))
+
+
+def read_only_statement(sql: str) -> duckdb.Statement:
+    """The one read-only statement in `sql`, or QueryRefused (duckdb.ParserException
+    for SQL that does not parse)."""
+    statements = duckdb.extract_statements(sql)
+    if not statements:
+        raise QueryRefused("no SQL statement given")
+    if len(statements) > 1:
+        kinds = ", ".join(s.type.name for s in statements)
+        raise QueryRefused(f"one statement at a time: got {len(statements)} ({kinds})")
+    statement = statements[0]
+    kind = statement.type.name
+    if kind == "EXPLAIN":
+        match = _EXPLAIN.match(statement.query)
+        inner = duckdb.extract_statements(match.group("inner")) if match and match.group("inner").strip() else []
+        if len(inner) != 1 or inner[0].type.name != "SELECT":
+            raise QueryRefused("EXPLAIN is allowed of a SELECT only: queries are read-only")
+    elif kind not in READ_STATEMENTS:
+        raise QueryRefused(f"{kind} statements are not allowed: queries are read-only "
+                           "(SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+    return statement

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from storage.fs import Location
 
 __all__ = ["Entry", "Problem", "Listing", "Stale", "MANIFEST_DIR", "list_entries", "publish", "retire",
-           "bump_generation", "read_generation", "part_files", "check"]
+           "bump_generation", "read_generation", "part_files", "check", "summarize"]
 
 MANIFEST_DIR = "_manifest"
 _GENERATION = "_generation"
@@ -100,6 +100,21 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.kind} ({self.detail})"
+
+
+def summarize(problems: list[Problem]) -> list[str]:
+    """One line per damaged, missing or bad part; unlisted files one line per table."""
+    lines = [f"table {p.table}: {p} left out" for p in problems if p.kind != "unlisted"]
+    unlisted: dict[str, list[Problem]] = {}
+    for p in problems:
+        if p.kind == "unlisted":
+            unlisted.setdefault(p.table, []).append(p)
+    for table, found in unlisted.items():
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        lines.append(f"table {table}: {len(found)} Parquet files not in its manifest left out ({found[0].file}"
+                     f"{more}): written by hand or by a killed writer; if they predate table manifests, "
+                     "`textme tables adopt CONFIG` lists them")
+    return lines
 
 
 @dataclass
