@@ -110,17 +110,15 @@ def readme_duckdb_command() -> str:
     return block
 
 
-def shell_env() -> dict[str, str]:
-    """PATH with this Python's bin folder first: where the project installs `duckdb`."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
 def test_the_readme_duckdb_command_works_as_written(pipeline_runs, tmp_path):
-    """After a run (here the session's mini pipeline, in the demo's place: `.textme/`)."""
+    """In a project folder after a run: `.venv/bin` as `make demo` makes it (here: this
+    Python's), `.textme/` as the demo leaves it (here: the session's mini pipeline)."""
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
     shutil.copytree(load_config(pipeline_runs["config"]).workdir, tmp_path / ".textme")
     command = readme_duckdb_command()
-    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=shell_env(), capture_output=True,
-                          text=True, timeout=120)
+    assert command.startswith(".venv/bin/duckdb -readonly .textme/catalog.duckdb")
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "image_retrieval" in proc.stdout and "R@1" in proc.stdout and "textme" in proc.stdout
 
