@@ -21,7 +21,9 @@ A copy has none of these problems: the file is self-contained (copy it anywhere,
 it from anywhere, with any duckdb >= 1.0: it is written with storage version v1.0.0),
 and what it holds was read through `TableStore.scan`, so only listed, intact parts.
 The cost is the copy: the catalog is rebuilt by the pipeline whenever it writes rows
-people query (the results stage, each run's end), and holds the tables as of then.
+people query (the results stage, each run's end), and holds the tables as of then. A
+rebuild re-reads only the tables whose parts changed since the last build and takes
+the others from the previous file (`captions`, the big one, rarely changes).
 
 Besides the tables, the catalog has ``latest_results`` (a view: the newest row of each
 number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, sha256,
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,25 +88,42 @@ _META = {
 
 
 def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> Path:
-    """Write (or replace) the DuckDB catalog at `catalog_path`; return its path."""
+    """Write (or replace) the DuckDB catalog at `catalog_path`; return its path.
+
+    Tables whose listed parts (files and checksums) are the ones the current catalog
+    was built from, with no part left out then, are taken from it as they are (a copy of
+    the file, not a re-read of their parts: `captions` rarely changes, `runs` and
+    `results` at every run); the others are read again. When the changed tables are
+    the larger part, the catalog is built afresh, so a file never carries much free space.
+    """
     path = Path(catalog_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    current = {name: sorted((f"{name}/{e.file}", e.sha256) for e in tables.parts(name)) for name in SCHEMAS}
+    keep = _reusable(path, current)
     meta: dict[str, list[dict]] = {"parts": [], "problems": [], "info": [
         {"built_at": datetime.now(timezone.utc), "tables_root": tables.loc.url}]}
     try:
+        if keep:
+            shutil.copyfile(path, tmp)
         con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
             for name in SCHEMAS:
+                if name in keep:
+                    meta["parts"] += [{"table": name, "file": f, "sha256": sha, "rows": rows}
+                                      for f, sha, rows in keep[name]]
+                    meta["problems"] += [_problem_row(p) for p in tables.unlisted(name)]
+                    continue
                 scan = tables.scan(name)
+                con.execute(f"DROP TABLE IF EXISTS {name}")
                 _create_table(con, name, scan.table)
                 meta["parts"] += [{"table": name, "file": f"{name}/{e.file}", "sha256": e.sha256, "rows": e.rows}
                                   for e in scan.parts]
-                meta["problems"] += [{"table": p.table, "file": p.file, "kind": p.kind, "detail": p.detail}
-                                     for p in scan.problems]
+                meta["problems"] += [_problem_row(p) for p in scan.problems]
             con.execute(LATEST_RESULTS_SQL)
-            con.execute("CREATE SCHEMA meta")
+            con.execute("CREATE SCHEMA IF NOT EXISTS meta")
             for name, schema in _META.items():
+                con.execute(f"DROP TABLE IF EXISTS meta.{name}")
                 _create_table(con, f"meta.{name}", pa.Table.from_pylist(meta[name], schema=schema))
             con.execute("CHECKPOINT")
         finally:
@@ -114,6 +134,55 @@ def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> P
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
     return path
+
+
+def _problem_row(p: Problem) -> dict:
+    return {"table": p.table, "file": p.file, "kind": p.kind, "detail": p.detail}
+
+
+def _reusable(path: Path, current: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str, int]]]:
+    """{table: its parts (file, sha256, rows)} of the catalog at `path` that can be kept:
+    built from exactly the parts listed now, none left out damaged or missing then, and
+    with the table's current columns. Empty when a fresh build is better."""
+    if not path.is_file():
+        return {}
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return {}
+    try:
+        built: dict[str, list[tuple[str, str, int]]] = {}
+        for table, file, sha, rows in con.execute('SELECT "table", file, sha256, rows FROM meta.parts').fetchall():
+            built.setdefault(table, []).append((file, sha, rows))
+        broken = {t for (t,) in con.execute(
+            "SELECT DISTINCT \"table\" FROM meta.problems WHERE kind <> 'unlisted'").fetchall()}
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in con.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = 'main' ORDER BY table_name, column_index").fetchall():
+            columns.setdefault(table, []).append((column, kind))
+        expected = {name: _duckdb_columns(con, schema) for name, schema in SCHEMAS.items()}
+    except duckdb.Error:  # an older catalog (views, no meta): build afresh
+        return {}
+    finally:
+        con.close()
+    keep = {}
+    for name, now in current.items():
+        parts = sorted(built.get(name, []))
+        if [(f, sha) for f, sha, _ in parts] == now and name not in broken and columns.get(name) == expected[name]:
+            keep[name] = parts
+    kept_rows = sum(rows for parts in keep.values() for _, _, rows in parts)
+    changed_rows = sum(rows for name, parts in built.items() if name not in keep for _, _, rows in parts)
+    return keep if keep and kept_rows >= changed_rows else {}
+
+
+def _duckdb_columns(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a table built from an Arrow table of `schema`."""
+    con.register("_shape", schema.empty_table())
+    try:
+        return [(r[0], r[1]) for r in con.execute("DESCRIBE SELECT * FROM _shape").fetchall()]
+    finally:
+        con.unregister("_shape")
 
 
 def _create_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:

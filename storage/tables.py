@@ -371,8 +371,18 @@ class TableStore:
 
     def files(self, name: str) -> list[str]:
         """Relative paths (from the root) of the parts a read uses: listed and not superseded."""
+        return sorted(f"{name}/{e.file}" for e in self.parts(name))
+
+    def parts(self, name: str) -> list[Entry]:
+        """The manifest entries of the parts a read uses (nothing is read or checked)."""
         _schema_of(name)
-        return sorted(f"{name}/{e.file}" for e in parts.list_entries(self.loc, name).visible)
+        return parts.list_entries(self.loc, name).visible
+
+    def unlisted(self, name: str) -> list[Problem]:
+        """Parquet files in the table's folder that its manifest does not list (older than
+        UNLISTED_GRACE_S: younger ones may be a write in progress)."""
+        _schema_of(name)
+        return self._unlisted(name, parts.list_entries(self.loc, name))
 
     # ------------------------------------------------------------------ checking, compaction
     def verify(self, names: Sequence[str] | None = None) -> list[TableReport]:

@@ -205,3 +205,41 @@ def test_a_copied_workdir_answers_the_same_from_anywhere(tmp_path):
     assert shell(os.path.relpath(moved / "catalog.duckdb", elsewhere), README_SQL, elsewhere) == expected
     assert shell(str(moved / "catalog.duckdb"), "select count(*) from training", elsewhere).split() == ["count_star()",
                                                                                                       "3"]
+
+
+def test_a_rebuild_rereads_only_the_tables_that_changed(tables, tmp_path, monkeypatch):
+    tables.append("captions", [caption("coco", i) for i in range(50)], part="snap1")
+    tables.append("results", [result("retrieval", 0.5)], part="run-1")
+    path = build_catalog(tables, tmp_path / "catalog.duckdb")
+    scanned = []
+    original = TableStore.scan
+    monkeypatch.setattr(TableStore, "scan", lambda self, name, *a, **k: scanned.append(name) or original(
+        self, name, *a, **k))
+    tables.append("results", [result("zero_shot", 0.7, run_id="run-2")], part="run-2")
+    build_catalog(tables, path)
+    assert scanned == ["results"]
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select count(*) from captions").fetchone() == (50,)
+        assert con.execute("select count(*) from results").fetchone() == (2,)
+        assert con.execute("select count(*) from meta.parts where \"table\" = 'captions'").fetchone() == (1,)
+    # a table left out damaged last time is read again (its writer may have healed it)
+    damaged = tables.files("captions")[0]
+    flip_byte(tables.loc.url, damaged, 100)
+    scanned.clear()
+    build_catalog(tables, path)  # captions' parts are as listed before: kept, not re-read
+    assert scanned == []
+    tables.append("captions", [caption("coco", i) for i in range(50)], part="snap1")  # healed by its writer
+    build_catalog(tables, path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select count(*) from captions").fetchone() == (50,)
+        assert catalog_problems(con) == []
+
+
+def test_a_catalog_of_views_from_before_is_replaced(tables, tmp_path):
+    path = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(path)) as con:  # what the previous version built
+        con.execute("create view results as select 1 as x")
+    tables.append("results", [result("retrieval", 0.5)])
+    build_catalog(tables, path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select value from results").fetchall() == [(0.5,)]
