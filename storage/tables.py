@@ -378,6 +378,17 @@ class TableStore:
         _schema_of(name)
         return parts.list_entries(self.loc, name).visible
 
+    def has_part(self, name: str, part: str, *, partition: str | None = None) -> bool:
+        """Whether part `part` (of the partition value `partition`, for a partitioned
+        table) was written and its file passes its checksum: what a cached stage can ask
+        before trusting that the rows it wrote are still there. Reads the part's bytes."""
+        column = PARTITIONS.get(name)
+        if (column is None) != (partition is None):
+            raise ValueError(f"table {name!r}: give partition= exactly when the table is partitioned")
+        folder = f"{column}={quote(partition, safe='')}" if column else ""
+        holder = parts.list_entries(self.loc, name).holder(folder, part)
+        return holder is not None and isinstance(parts.check(self.loc, name, holder), bytes)
+
     def unlisted(self, name: str) -> list[Problem]:
         """Parquet files in the table's folder that its manifest does not list (older than
         UNLISTED_GRACE_S: younger ones may be a write in progress)."""

@@ -361,3 +361,20 @@ def test_old_rows_read_with_new_nullable_columns(root):
     tables.adopt("runs")
     assert tables.read("runs").schema == SCHEMAS["runs"]
     assert Counter(r["status"] for r in tables.read("runs").to_pylist()) == {"running": 1}
+
+
+def test_has_part_says_whether_a_stage_output_is_still_intact(root):
+    tables = TableStore(root)
+    tables.append("captions", [dict(dataset="coco", caption_id="1", text="a dog", text_sha="s", source=None,
+                                    snapshot="fp1", ingested_at=NOW)], part="fp1")
+    assert tables.has_part("captions", "fp1", partition="coco")
+    assert not tables.has_part("captions", "fp1", partition="flickr") and not tables.has_part("captions", "fp2",
+                                                                                               partition="coco")
+    flip_byte(root, tables.files("captions")[0], 60)
+    assert not tables.has_part("captions", "fp1", partition="coco")
+    for i in range(3):
+        append_run(tables, i)
+    tables.compact("results")
+    assert tables.has_part("results", "run-1", partition="retrieval")  # merged, still there
+    with pytest.raises(ValueError, match="partition="):
+        tables.has_part("results", "run-1")
