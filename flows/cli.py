@@ -363,13 +363,11 @@ def tables_compact(
     for name in table or []:
         if name not in SCHEMAS:
             _fail(f"--table: unknown table {name!r}; known: {', '.join(SCHEMAS)}")
-    problems = []
     for name in table or list(SCHEMAS):
         report = tables.compact(name)
-        problems += report.problems
         if report.parts_before:
             out.print(str(report))
-    _rebuild(cfg, tables, problems)
+    _rebuild(cfg, tables)
 
 
 @tables_app.command("adopt")
@@ -385,18 +383,27 @@ def tables_adopt(config: Path = typer.Argument(..., help="Pipeline config (YAML)
         refused += left
         if adopted:
             out.print(f"table {name}: adopted {len(adopted)} parts")
+    for p in refused:
+        err.print(f"warning: {p}", markup=False, highlight=False, soft_wrap=True)
     if not refused:
         out.print("every Parquet file of the tables is listed")
-    _rebuild(cfg, tables, refused)
+    _rebuild(cfg, tables, unlisted=False)
 
 
-def _rebuild(cfg: Any, tables: Any, problems: list) -> None:
-    from storage.catalog import build_catalog
+def _rebuild(cfg: Any, tables: Any, *, unlisted: bool = True) -> None:
+    """Rebuild the catalog and name, one line each, the parts it left out."""
+    from storage.catalog import build_catalog, catalog_problems, open_read_only
+    from storage.parts import summarize
 
-    for p in problems:
-        err.print(f"warning: {p}", markup=False, highlight=False, soft_wrap=True)
-    if Workspace.of(cfg).catalog.is_file() or tables.files("results"):
-        out.print(f"catalog rebuilt: {build_catalog(tables, Workspace.of(cfg).catalog)}")
+    path = build_catalog(tables, Workspace.of(cfg).catalog)
+    con = open_read_only(path)
+    try:
+        problems = [p for p in catalog_problems(con) if unlisted or p.kind != "unlisted"]
+    finally:
+        con.close()
+    out.print(f"catalog rebuilt: {path}")
+    for line in summarize(problems):
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
