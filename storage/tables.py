@@ -389,6 +389,12 @@ class TableStore:
         holder = parts.list_entries(self.loc, name).holder(folder, part)
         return holder is not None and isinstance(parts.check(self.loc, name, holder), bytes)
 
+    def legacy(self) -> list[str]:
+        """Tables holding Parquet parts but no manifest entry at all: written before table
+        manifests existed, and unreadable until `adopt` lists their parts."""
+        return [name for name in SCHEMAS
+                if not parts.list_entries(self.loc, name).entries and parts.part_files(self.loc, name)]
+
     def unlisted(self, name: str) -> list[Problem]:
         """Parquet files in the table's folder that its manifest does not list (older than
         UNLISTED_GRACE_S: younger ones may be a write in progress)."""

@@ -44,7 +44,8 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
     one when it ends (the same run's latest row is what reads show).
 
     At the start, runs of this host left "running" by a process that died are recorded
-    as "crashed" first. At the end, the catalog is rebuilt, so DuckDB sees the run's
+    as "crashed" first; a workdir whose tables predate table manifests stops the run
+    with one line saying to run `textme tables adopt CONFIG`. At the end, the catalog is rebuilt, so DuckDB sees the run's
     status and every row it wrote. Parts are `<run>.started` / `<run>.finished`:
     idempotent, so a retried call never adds a row.
     """
@@ -53,6 +54,14 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
     run_id = run_id or current_run_id()
     tables = open_tables(cfg)
     if finished is None:
+        legacy = tables.legacy()
+        if legacy:
+            from tasks.config import ConfigError
+
+            raise ConfigError(
+                f"{cfg.path}: the tables {', '.join(legacy)} in {Workspace.of(cfg).tables} were written before "
+                f"tables kept a manifest of their parts, so nothing reads them; run `textme tables adopt "
+                f"{cfg.path}` once, then run again")
         crashed = record_crashed(tables)
         if crashed:
             logger().warning("runs left running by a process that died, now recorded as crashed: %s",

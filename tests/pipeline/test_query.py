@@ -144,7 +144,7 @@ def test_a_copied_workdir_answers_the_same_query(pipeline_runs, tmp_path):
     assert from_copy.stdout == original.stdout and "image_retrieval" in from_copy.stdout
 
 
-def test_tables_compact_and_adopt_commands(mini_config):
+def test_tables_compact_and_adopt_commands(mini_config, prefect_api):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,6 +175,17 @@ def test_tables_compact_and_adopt_commands(mini_config):
     assert rebuilt.exit_code == 0 and "training/part-legacy.parquet" in rebuilt.stderr
     query = invoke("query", mini_config, "select count(*) as n from training")
     assert " 0 " in query.stdout and "training/part-legacy.parquet" in query.stderr
+    legacy_results = ws.tables / "offsets" / "part-old.parquet"  # a table with no manifest at all
+    legacy_results.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(legacy, legacy_results)
+    from flows.pipeline import pipeline
+    from tasks.config import ConfigError
+
+    state = pipeline(str(mini_config), return_state=True)  # stops at once, saying what to do
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, ConfigError) and "the tables offsets, training in " in str(error)
+    assert f"run `textme tables adopt {load_config(mini_config).path}` once" in str(error)
+    legacy_results.unlink()
     adopted = invoke("tables", "adopt", mini_config)
     assert adopted.exit_code == 0 and "table training: adopted 1 parts" in adopted.stdout
     assert " 1 " in invoke("query", mini_config, "select count(*) as n from training").stdout
