@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from storage.fs import Location
 
 __all__ = ["Entry", "Problem", "Listing", "Stale", "MANIFEST_DIR", "list_entries", "publish", "retire",
-           "bump_generation", "read_generation", "part_files", "check", "summarize"]
+           "bump_generation", "ensure_generation", "read_generation", "part_files", "check", "summarize"]
 
 MANIFEST_DIR = "_manifest"
 _GENERATION = "_generation"
@@ -164,6 +164,14 @@ def read_generation(loc: Location, table: str) -> str:
         return bytes(loc.read_bytes(table, MANIFEST_DIR, _GENERATION)).decode()
     except FileNotFoundError:
         return ""
+
+
+def ensure_generation(loc: Location, table: str) -> None:
+    """Write the generation file if the table has none. Writers call it before their
+    first part, so a table of parts with no generation file was written by code older
+    than table manifests (not by a writer killed between its part and its entry)."""
+    if not read_generation(loc, table):
+        bump_generation(loc, table)
 
 
 def bump_generation(loc: Location, table: str) -> None:

@@ -258,6 +258,7 @@ class TableStore:
             return 0
         if part is not None and not _PART_NAME.fullmatch(part):
             raise ValueError(f"table {name!r}: part name {part!r} must match {_PART_NAME.pattern}")
+        parts.ensure_generation(self.loc, name)
         listing = parts.list_entries(self.loc, name) if part is not None else None
         written = 0
         for folder, piece in _split_partitions(name, table):
@@ -390,10 +391,11 @@ class TableStore:
         return holder is not None and isinstance(parts.check(self.loc, name, holder), bytes)
 
     def legacy(self) -> list[str]:
-        """Tables holding Parquet parts but no manifest entry at all: written before table
-        manifests existed, and unreadable until `adopt` lists their parts."""
+        """Tables holding Parquet parts but no manifest at all (not even the generation
+        file every writer writes before its first part): written before table manifests
+        existed, and unread until `adopt` lists their parts."""
         return [name for name in SCHEMAS
-                if not parts.list_entries(self.loc, name).entries and parts.part_files(self.loc, name)]
+                if not parts.read_generation(self.loc, name) and parts.part_files(self.loc, name)]
 
     def unlisted(self, name: str) -> list[Problem]:
         """Parquet files in the table's folder that its manifest does not list (older than
@@ -531,6 +533,7 @@ class TableStore:
             parts.publish(self.loc, name, entry)
             listing.entries[entry_id] = entry
             adopted.append(problem.file)
+        parts.ensure_generation(self.loc, name)  # adopted: no longer a table from before manifests
         return adopted, refused
 
 

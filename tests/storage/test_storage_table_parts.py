@@ -378,3 +378,16 @@ def test_has_part_says_whether_a_stage_output_is_still_intact(root):
     assert tables.has_part("results", "run-1", partition="retrieval")  # merged, still there
     with pytest.raises(ValueError, match="partition="):
         tables.has_part("results", "run-1")
+
+
+def test_legacy_tables_are_told_from_a_killed_writers_leftover(root):
+    tables = TableStore(root)
+    write_raw(root, "training/part-old.parquet", [dict(run_id="r", encoder="e", variant=None, projection_fp=None,
+                                                       epoch=0, loss=1.0, lr=None, seconds=None)])
+    assert tables.legacy() == ["training"]
+    tables.append("results", [result("retrieval", 0.5)])
+    # a writer killed after its part, before its entry: not a table from before manifests
+    write_raw(root, "results/task=retrieval/part-orphan.parquet", [result("retrieval", 0.1)], drop=("task",))
+    assert tables.legacy() == ["training"]
+    tables.adopt("training")
+    assert tables.legacy() == []

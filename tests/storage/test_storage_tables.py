@@ -186,8 +186,8 @@ def test_no_temporary_files_are_left(root):
     )
     fs, path = fs_and_path(root, "training")
     names = sorted(p[len(path) + 1:] for p in fs.find(path))
-    assert len(names) == 2, names  # the part and its manifest entry, nothing else
-    entry, part = names
-    assert entry.startswith("_manifest/") and entry.endswith(".json")
+    assert len(names) == 3, names  # the part, its manifest entry and the generation file, nothing else
+    entry, generation, part = names
+    assert entry.startswith("_manifest/") and entry.endswith(".json") and generation == "_manifest/_generation"
     assert part.startswith("part-") and part.endswith(".parquet")
     assert tables.read("training").column("epoch").to_pylist() == [0, 1, 2]
