@@ -4,7 +4,11 @@
     textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
     textme refresh CONFIG [--force]              re-run if a caption source changed
     textme status CONFIG [--json]                cached / missing / stale per stage
-    textme query "SQL" [--config CONFIG | --catalog PATH] [--limit N]
+    textme query CONFIG "SQL" [--limit N]        read-only SQL on the catalog
+                                                 (also: "SQL" --config CONFIG | --catalog PATH)
+    textme runs CONFIG [--limit N] [--json]      one line per flow run (dead ones: crashed)
+    textme tables compact CONFIG [--table T]     merge the tables' part files
+    textme tables adopt CONFIG                   list parts written before table manifests
     textme search CONFIG "text" [--modality M] [--k 10]
     textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
     textme cache verify CONFIG
@@ -45,6 +49,8 @@ cache_app = typer.Typer(help="Inspect and clean the embedding cache.", no_args_i
 app.add_typer(cache_app, name="cache")
 config_app = typer.Typer(help="The config file's JSON Schema, for editors and validators.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+tables_app = typer.Typer(help="Maintain the Parquet tables (compact, adopt old parts).", no_args_is_help=True)
+app.add_typer(tables_app, name="tables")
 
 # Tables are wide; when output is not a terminal (pipes, CI logs) do not squeeze them to 80.
 out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
@@ -152,8 +158,7 @@ def run(
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
         out.print(_results_table(rows, f"TextME results: {cfg.name}"))
-    out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query \"SELECT * FROM results\" "
-              f"--config {config})")
+    out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query {config} \"SELECT * FROM latest_results\")")
     page = Workspace.of(cfg).report_dir(str(state.state_details.flow_run_id)) / "index.html"
     if page.is_file():
         out.print(f"report: {page}  (textme report {config} --open)", markup=False, highlight=False, soft_wrap=True)
@@ -231,34 +236,60 @@ def status(
 
 @app.command()
 def query(
-    sql: str = typer.Argument(..., help="SQL over the catalog's views (results, runs, training, ...)."),
-    config: Optional[Path] = typer.Option(None, help="Config whose workdir holds the catalog."),
-    catalog: Optional[Path] = typer.Option(None, help="Path of a catalog.duckdb file."),
+    first: str = typer.Argument(..., metavar="CONFIG",
+                                help="Pipeline config (YAML) whose workdir holds the catalog."),
+    sql: Optional[str] = typer.Argument(None, metavar="SQL",
+                                        help="One read-only SQL statement over the catalog (results, "
+                                             "latest_results, runs, training, offsets, captions, embed_log)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Alias: textme query \"SQL\" --config CONFIG."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Query this catalog.duckdb file instead."),
     limit: int = typer.Option(200, help="Rows shown at most."),
 ) -> None:
-    """Run read-only SQL on the DuckDB catalog and show the rows."""
+    """Run one read-only SQL statement on the DuckDB catalog and show the rows.
+
+    Only SELECT (WITH, FROM, DESCRIBE, SHOW, SUMMARIZE) and EXPLAIN; no other file is read or written."""
     import duckdb
 
-    if (config is None) == (catalog is None):
-        _fail("give exactly one of --config CONFIG or --catalog PATH")
+    from storage.catalog import QueryRefused, catalog_problems, open_read_only, read_only_statement
+    from storage.parts import summarize
+
+    if config is not None and catalog is not None:
+        _fail("give one of CONFIG, --config CONFIG or --catalog PATH")
+    if config is not None or catalog is not None:
+        if sql is not None:
+            _fail('give the SQL once: textme query CONFIG "SQL" (or "SQL" --config CONFIG / --catalog PATH)')
+        sql = first
+    elif sql is None:
+        _fail('no SQL given: textme query CONFIG "SQL"')
+    else:
+        config = Path(first)
     if catalog is None:
         catalog = Workspace.of(_load(config)).catalog
     if not catalog.is_file():
         _fail(f"{catalog}: no catalog yet (run `textme run` first)")
     try:
-        con = duckdb.connect(str(catalog), read_only=True)
+        statement = read_only_statement(sql)
+    except QueryRefused as exc:
+        _fail(f"query refused: {exc}")
+    except duckdb.Error as exc:
+        _fail(f"query failed: {str(exc).splitlines()[0]}")
+    try:
+        con = open_read_only(catalog)
         try:
-            cursor = con.execute(sql)
+            cursor = con.execute(statement)
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchmany(limit + 1)
             # Results of stand-in models are never shown without saying so.
             stand_in = "results" in sql.lower() and bool(
                 con.execute("select coalesce(bool_or(stand_in), false) from results").fetchone()[0])
+            problems = catalog_problems(con)
         finally:
             con.close()
+    except duckdb.PermissionException as exc:  # a file other than the catalog
+        _fail(f"query refused: queries read nothing but the catalog ({str(exc).splitlines()[0]})")
     except duckdb.Error as exc:
         _fail(f"query failed: {str(exc).splitlines()[0]}")
-    from tasks.results import STAND_IN_NOTE
+    from tasks.stand_in import STAND_IN_NOTE
 
     table = Table(caption=f"first {limit} rows" if len(rows) > limit else None)
     for col in columns:
@@ -268,6 +299,124 @@ def query(
     out.print(table)
     if stand_in:
         out.print(f"These results include rows with stand_in = true. {STAND_IN_NOTE}")
+    for line in summarize(problems):  # parts the catalog's build left out
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _when(value: Any) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@app.command()
+def runs(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    limit: int = typer.Option(20, help="Latest runs shown at most (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every column) instead of a table."),
+) -> None:
+    """The flow runs of this workdir, one line each: id, flow, status, started, finished,
+    duration. A run left `running` by a process that died is shown `crashed`."""
+    cfg = _load(config)
+    from tasks.common import open_tables
+    from tasks.runs import list_runs
+
+    found = list_runs(open_tables(cfg))
+    shown = found[-limit:] if limit > 0 else found
+    if as_json:
+        sys.stdout.write(json.dumps(shown, indent=1, default=str) + "\n")
+        return
+    if not found:
+        out.print(f"no runs yet in {cfg.workdir}")
+        return
+    caption = f"latest {len(shown)} of {len(found)} runs" if len(shown) < len(found) else None
+    table = Table(title=f"Runs: {cfg.name}", caption=caption)
+    for col in ("run", "flow", "status", "started (UTC)", "finished (UTC)", "duration"):
+        table.add_column(col, justify="right" if col == "duration" else "left", no_wrap=col != "flow")
+    colour = {"completed": "green", "running": "cyan", "failed": "red", "crashed": "red"}
+    for r in shown:
+        status = r["status"] + (f" (on {r['host']})" if r["status"] == "running" and r.get("host") not in
+                                (None, _this_host()) else "")
+        table.add_row(r["run_id"][:8], r["flow"].removeprefix("textme-"),
+                      f"[{colour.get(r['status'], 'white')}]{status}[/]", _when(r["started_at"]),
+                      _when(r["finished_at"]), _duration(r["duration_s"]))
+    out.print(table)
+
+
+def _this_host() -> str:
+    from tasks.runs import HOST
+
+    return HOST
+
+
+def _tables_of(config: Path):
+    cfg = _load(config)
+    from tasks.common import open_tables
+
+    return cfg, open_tables(cfg)
+
+
+@tables_app.command("compact")
+def tables_compact(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    table: Optional[list[str]] = typer.Option(None, "--table", help="Only these tables (default: all)."),
+) -> None:
+    """Merge each table partition's part files into one (no row lost; readers see the
+    old parts or the merged one, never both), then rebuild the catalog."""
+    from storage.tables import SCHEMAS
+
+    cfg, tables = _tables_of(config)
+    for name in table or []:
+        if name not in SCHEMAS:
+            _fail(f"--table: unknown table {name!r}; known: {', '.join(SCHEMAS)}")
+    for name in table or list(SCHEMAS):
+        report = tables.compact(name)
+        if report.parts_before:
+            out.print(str(report))
+    _rebuild(cfg, tables)
+
+
+@tables_app.command("adopt")
+def tables_adopt(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
+    """List in the tables' manifests the parts written before manifests existed (named
+    part-*.parquet and readable with the table's schema); other files stay left out."""
+    from storage.tables import SCHEMAS
+
+    cfg, tables = _tables_of(config)
+    refused = []
+    for name in SCHEMAS:
+        adopted, left = tables.adopt(name)
+        refused += left
+        if adopted:
+            out.print(f"table {name}: adopted {len(adopted)} parts")
+    for p in refused:
+        err.print(f"warning: {p}", markup=False, highlight=False, soft_wrap=True)
+    if not refused:
+        out.print("every Parquet file of the tables is listed")
+    _rebuild(cfg, tables, unlisted=False)
+
+
+def _rebuild(cfg: Any, tables: Any, *, unlisted: bool = True) -> None:
+    """Rebuild the catalog and name, one line each, the parts it left out."""
+    from storage.catalog import build_catalog, catalog_problems, open_read_only
+    from storage.parts import summarize
+
+    path = build_catalog(tables, Workspace.of(cfg).catalog)
+    con = open_read_only(path)
+    try:
+        problems = [p for p in catalog_problems(con) if unlisted or p.kind != "unlisted"]
+    finally:
+        con.close()
+    out.print(f"catalog rebuilt: {path}")
+    for line in summarize(problems):
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

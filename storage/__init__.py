@@ -8,6 +8,6 @@
 One module per job: `fingerprint` (content keys), `fs` (a root on any fsspec
 filesystem, atomic writes), `manifest` (which segments are published), `segments`
 (one immutable batch of vectors), `cache` (namespaces and their in-memory index),
-`tables` and `catalog`. Nothing here imports torch, textme, prefect, tasks or flows,
+`parts` (each table's own manifest of checksummed parts), `tables` and `catalog`. Nothing here imports torch, textme, prefect, tasks or flows,
 and importing this package imports none of its modules (fingerprints stay cheap).
 """

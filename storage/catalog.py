@@ -1,39 +1,72 @@
-"""A DuckDB catalog file with one view per table, over the tables' Parquet files.
+"""A DuckDB catalog file holding a copy of every table, for the duckdb shell and Python.
 
-    duckdb .textme/catalog.duckdb -c "select eval_name, variant, metric, value from latest_results"
+    duckdb -readonly .textme/catalog.duckdb -c "select eval_name, variant, metric, value from latest_results"
     duckdb.connect(".textme/catalog.duckdb", read_only=True).sql("select * from offsets")
 
-Views read the files at query time (``read_parquet`` over a glob, hive partitions,
-``union_by_name`` so older parts without a newer column still read), so rows appended
-after the build are seen without rebuilding. Two exceptions need a rebuild, which is
-cheap: a table that had no files at build time is a typed empty view (DuckDB refuses a
-glob that matches nothing), and a moved table root.
+Why a copy (materialised tables) and not views over the Parquet files: the catalog must
+answer the same queries wherever the workdir is, and only with the parts the tables'
+own manifests list and whose checksums match. DuckDB 1.5 offers no view that does both:
 
-One writer: `build_catalog` builds a new file beside the old one and renames it into
-place, so a reader never opens a half-built catalog. Everyone else opens it read-only
-(DuckDB allows one read-write process or many read-only ones).
+- views hold the paths they were built with: absolute paths break when a workdir is
+  copied or moved ("No files found that match the pattern ..."), relative paths resolve
+  against the *process's* working directory, not the catalog's folder, so they break as
+  soon as the shell runs anywhere else;
+- ``file_search_path`` would fix that, but it is a per-connection setting the shell
+  user would have to type; nothing stored in a database file sets it on open;
+- a glob reads every Parquet file in the folder, also one dropped there by hand, and
+  does not check checksums; a view over an explicit file list would be checked only
+  when it was built, not when it is read.
 
-DuckDB reads local paths by itself and s3://, gs://, https:// through its httpfs
-extension (loaded, with credentials, by whoever queries). Other fsspec roots, such as
-memory://, cannot back a catalog: `build_catalog` says so.
+A copy has none of these problems: the file is self-contained (copy it anywhere, query
+it from anywhere, with any duckdb >= 1.0: it is written with storage version v1.0.0),
+and what it holds was read through `TableStore.scan`, so only listed, intact parts.
+The cost is the copy: the catalog is rebuilt by the pipeline whenever it writes rows
+people query (the results stage, each run's end), and holds the tables as of then. A
+rebuild re-reads only the tables whose parts changed since the last build and takes
+the others from the previous file (`captions`, the big one, rarely changes).
+
+Besides the tables, the catalog has ``latest_results`` (a view: the newest row of each
+number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, sha256,
+rows), ``meta.problems`` (every part left out: table, file, kind, detail) and
+``meta.info`` (built_at, tables root).
+
+Queries that cannot write: `open_read_only` opens a catalog read-only with DuckDB's
+external access off (no file read or written besides the catalog itself: no COPY TO,
+EXPORT, ATTACH, read_csv/read_parquet/glob of any path, INSTALL or LOAD, no spill
+files) and its configuration locked (no SET can undo that), and `read_only_statement`
+admits exactly one statement, a SELECT (WITH, FROM, VALUES, TABLE, DESCRIBE, SHOW,
+SUMMARIZE and PRAGMA show_tables parse as SELECT) or an EXPLAIN of one. Everything
+else (CREATE, INSERT, SET, CALL, a second statement after a `;`) is refused up front.
+There is nothing to set up after opening, because the catalog needs no file but itself.
+
+One writer at a time per catalog file: `build_catalog` builds a new file beside the old
+one and renames it into place, so a reader never opens a half-built catalog. Everyone
+else opens it read-only (DuckDB allows one read-write process or many read-only ones).
+Any TableStore root works (local, file://, s3://, memory://): DuckDB reads nothing but
+the catalog file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from storage.fs import fsync_dir
-from storage.tables import PARTITIONS, SCHEMAS, TableStore
+from storage.parts import Problem
+from storage.tables import SCHEMAS, TableStore
 
-__all__ = ["build_catalog", "DUCKDB_REMOTE_PROTOCOLS", "LATEST_RESULTS_SQL"]
+__all__ = ["build_catalog", "catalog_problems", "open_read_only", "read_only_statement", "QueryRefused",
+           "READ_STATEMENTS", "LATEST_RESULTS_SQL", "STORAGE_VERSION"]
 
-#: URL schemes DuckDB can read (with httpfs) besides local files.
-DUCKDB_REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "az", "abfss")
+#: The DuckDB storage format the catalog is written in: readable by every duckdb >= 1.0.
+STORAGE_VERSION = "v1.0.0"
 
 #: `results` keeps every run's rows (the history); `latest_results` shows, for each
 #: number (evaluation, variant, metric, encoders), only the row written last.
@@ -45,21 +78,53 @@ QUALIFY row_number() OVER (
     ORDER BY created_at DESC, run_id DESC) = 1
 """
 
-_DUCKDB_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN"}
+_META = {
+    "parts": pa.schema([("table", pa.string()), ("file", pa.string()), ("sha256", pa.string()),
+                        ("rows", pa.int64())]),
+    "problems": pa.schema([("table", pa.string()), ("file", pa.string()), ("kind", pa.string()),
+                           ("detail", pa.string())]),
+    "info": pa.schema([("built_at", pa.timestamp("us", tz="UTC")), ("tables_root", pa.string())]),
+}
 
 
 def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> Path:
-    """Write (or replace) the DuckDB catalog at `catalog_path`; return its path."""
-    table_root = _duckdb_root(tables)
+    """Write (or replace) the DuckDB catalog at `catalog_path`; return its path.
+
+    Tables whose listed parts (files and checksums) are the ones the current catalog
+    was built from, with no part left out then, are taken from it as they are (a copy of
+    the file, not a re-read of their parts: `captions` rarely changes, `runs` and
+    `results` at every run); the others are read again. When the changed tables are
+    the larger part, the catalog is built afresh, so a file never carries much free space.
+    """
     path = Path(catalog_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    current = {name: sorted((f"{name}/{e.file}", e.sha256) for e in tables.parts(name)) for name in SCHEMAS}
+    keep = _reusable(path, current)
+    meta: dict[str, list[dict]] = {"parts": [], "problems": [], "info": [
+        {"built_at": datetime.now(timezone.utc), "tables_root": tables.loc.url}]}
     try:
-        con = duckdb.connect(str(tmp))
+        if keep:
+            shutil.copyfile(path, tmp)
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
-            for name, schema in SCHEMAS.items():
-                con.execute(_view_sql(name, schema, table_root, bool(tables.files(name))))
+            for name in SCHEMAS:
+                if name in keep:
+                    meta["parts"] += [{"table": name, "file": f, "sha256": sha, "rows": rows}
+                                      for f, sha, rows in keep[name]]
+                    meta["problems"] += [_problem_row(p) for p in tables.unlisted(name)]
+                    continue
+                scan = tables.scan(name)
+                con.execute(f"DROP TABLE IF EXISTS {name}")
+                _create_table(con, name, scan.table)
+                meta["parts"] += [{"table": name, "file": f"{name}/{e.file}", "sha256": e.sha256, "rows": e.rows}
+                                  for e in scan.parts]
+                meta["problems"] += [_problem_row(p) for p in scan.problems]
             con.execute(LATEST_RESULTS_SQL)
+            con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+            for name, schema in _META.items():
+                con.execute(f"DROP TABLE IF EXISTS meta.{name}")
+                _create_table(con, f"meta.{name}", pa.Table.from_pylist(meta[name], schema=schema))
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -71,41 +136,115 @@ def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> P
     return path
 
 
-def _duckdb_root(tables: TableStore) -> str:
-    loc = tables.loc
-    if loc.is_local:
-        return loc.root
-    protocol = loc.fs.protocol if isinstance(loc.fs.protocol, str) else loc.fs.protocol[0]
-    if protocol not in DUCKDB_REMOTE_PROTOCOLS:
-        raise ValueError(
-            f"cannot build a DuckDB catalog over tables at {loc.url}: DuckDB reads only local "
-            f"paths and {', '.join(DUCKDB_REMOTE_PROTOCOLS)} URLs (through httpfs). Put the "
-            "tables in a local folder or on object storage DuckDB can reach"
-        )
-    return loc.full_url()
+def _problem_row(p: Problem) -> dict:
+    return {"table": p.table, "file": p.file, "kind": p.kind, "detail": p.detail}
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def _reusable(path: Path, current: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str, int]]]:
+    """{table: its parts (file, sha256, rows)} of the catalog at `path` that can be kept:
+    built from exactly the parts listed now, none left out damaged or missing then, and
+    with the table's current columns. Empty when a fresh build is better."""
+    if not path.is_file():
+        return {}
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return {}
+    try:
+        built: dict[str, list[tuple[str, str, int]]] = {}
+        for table, file, sha, rows in con.execute('SELECT "table", file, sha256, rows FROM meta.parts').fetchall():
+            built.setdefault(table, []).append((file, sha, rows))
+        broken = {t for (t,) in con.execute(
+            "SELECT DISTINCT \"table\" FROM meta.problems WHERE kind <> 'unlisted'").fetchall()}
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in con.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = 'main' ORDER BY table_name, column_index").fetchall():
+            columns.setdefault(table, []).append((column, kind))
+        expected = {name: _duckdb_columns(con, schema) for name, schema in SCHEMAS.items()}
+    except duckdb.Error:  # an older catalog (views, no meta): build afresh
+        return {}
+    finally:
+        con.close()
+    keep = {}
+    for name, now in current.items():
+        parts = sorted(built.get(name, []))
+        if [(f, sha) for f, sha, _ in parts] == now and name not in broken and columns.get(name) == expected[name]:
+            keep[name] = parts
+    kept_rows = sum(rows for parts in keep.values() for _, _, rows in parts)
+    changed_rows = sum(rows for name, parts in built.items() if name not in keep for _, _, rows in parts)
+    return keep if keep and kept_rows >= changed_rows else {}
 
 
-def _view_sql(name: str, schema: pa.Schema, root: str, has_files: bool) -> str:
-    if not has_files:
-        columns = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {f.name}" for f in schema)
-        return f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} WHERE false"
-    column = PARTITIONS.get(name)
-    if column:
-        glob = f"{root}/{name}/*/*.parquet"
-        options = f"hive_partitioning = true, hive_types = {{'{column}': 'VARCHAR'}}"
-    else:
-        glob = f"{root}/{name}/*.parquet"
-        options = "hive_partitioning = false"
-    return (
-        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(glob)}, {options}, union_by_name = true)"
-    )
+def _duckdb_columns(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a table built from an Arrow table of `schema`."""
+    con.register("_shape", schema.empty_table())
+    try:
+        return [(r[0], r[1]) for r in con.execute("DESCRIBE SELECT * FROM _shape").fetchall()]
+    finally:
+        con.unregister("_shape")
 
 
-def _duckdb_type(t: pa.DataType) -> str:
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    return _DUCKDB_TYPES[str(t)]
+def _create_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register("_incoming", table)
+    try:
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+
+
+def catalog_problems(con: duckdb.DuckDBPyConnection) -> list[Problem]:
+    """The parts a catalog's build left out (an older catalog without `meta`: none)."""
+    try:
+        rows = con.execute("SELECT \"table\", file, kind, detail FROM meta.problems ORDER BY 1, 2").fetchall()
+    except duckdb.Error:
+        return []
+    return [Problem(*row) for row in rows]
+
+
+#: Statement types a query may have (DuckDB's parser names; see the module docstring).
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+#: Connection settings of a query: the catalog file only, no extensions, no changes.
+_LOCKDOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,  # no scanning of the caller's Python variables
+    "temp_directory": "",                 # no spill files next to the catalog
+    "lock_configuration": True,           # last: nothing above can be SET back
+}
+
+_EXPLAIN = re.compile(r"\s*explain\s+(?:analy[sz]e\s+)?(?:\([^)]*\)\s*)?(?P<inner>.*)\Z", re.I | re.S)
+
+
+class QueryRefused(ValueError):
+    """A query that is not one read-only statement (the message says why, in one line)."""
+
+
+def open_read_only(catalog_path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+    """A read-only, locked-down connection to a catalog (see the module docstring)."""
+    return duckdb.connect(str(catalog_path), read_only=True, config=dict(_LOCKDOWN))
+
+
+def read_only_statement(sql: str) -> duckdb.Statement:
+    """The one read-only statement in `sql`, or QueryRefused (duckdb.ParserException
+    for SQL that does not parse)."""
+    statements = duckdb.extract_statements(sql)
+    if not statements:
+        raise QueryRefused("no SQL statement given")
+    if len(statements) > 1:
+        kinds = ", ".join(s.type.name for s in statements)
+        raise QueryRefused(f"one statement at a time: got {len(statements)} ({kinds})")
+    statement = statements[0]
+    kind = statement.type.name
+    if kind == "EXPLAIN":
+        match = _EXPLAIN.match(statement.query)
+        inner = duckdb.extract_statements(match.group("inner")) if match and match.group("inner").strip() else []
+        if len(inner) != 1 or inner[0].type.name != "SELECT":
+            raise QueryRefused("EXPLAIN is allowed of a SELECT only: queries are read-only")
+    elif kind not in READ_STATEMENTS:
+        raise QueryRefused(f"{kind} statements are not allowed: queries are read-only "
+                           "(SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+    return statement

@@ -6,12 +6,15 @@ the lineage the evaluate stage recorded; then the catalog is rebuilt (DuckDB all
 writer: this task). The results table and the training curves are also published as
 Prefect artifacts, which say plainly when numbers come from stand-in models.
 
-Also here: the `runs` table (one row per flow run; started, then replaced by the
-finished row under the same part).
+Also here: the `runs` table (`record_run`; one row per flow run as read, see
+tasks/runs.py). Past storage.tables.AUTO_COMPACT_PARTS parts in a partition, the results
+stage compacts the tables before rebuilding the catalog, so `results` does not grow a
+file per run forever.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import task
@@ -20,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import keys
 from tasks.common import current_run_id, logger, now, open_tables
 from tasks.config import PipelineConfig
+from tasks.stand_in import STAND_IN_NOTE
 from tasks.workspace import Workspace
 
 __all__ = [
@@ -31,22 +35,37 @@ __all__ = [
     "STAND_IN_NOTE",
 ]
 
-STAND_IN_NOTE = (
-    "Numbers marked stand-in come from stand-in models (toy or tiny encoders built "
-    "locally): they show the method's mechanics, not the paper's results."
-)
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
 def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, started: Any,
                finished: Any = None, run_id: str | None = None) -> None:
-    """One `runs` row when a flow run starts (status "running") and one when it ends.
+    """A `runs` row when a flow run starts (status "running", with this host and pid) and
+    one when it ends (the same run's latest row is what reads show).
 
-    Parts are `<run>.started` / `<run>.finished`: append-only and idempotent, so a run
-    killed mid-way keeps its "running" row, and its latest row is the one with
-    finished_at set.
+    At the start, runs of this host left "running" by a process that died are recorded
+    as "crashed" first; a workdir whose tables predate table manifests stops the run
+    with one line saying to run `textme tables adopt CONFIG`. At the end, the catalog is rebuilt, so DuckDB sees the run's
+    status and every row it wrote. Parts are `<run>.started` / `<run>.finished`:
+    idempotent, so a retried call never adds a row.
     """
+    from tasks.runs import HOST, record_crashed
+
     run_id = run_id or current_run_id()
+    tables = open_tables(cfg)
+    if finished is None:
+        legacy = tables.legacy()
+        if legacy:
+            from tasks.config import ConfigError
+
+            raise ConfigError(
+                f"{cfg.path}: the tables {', '.join(legacy)} in {Workspace.of(cfg).tables} were written before "
+                f"tables kept a manifest of their parts, so nothing reads them; run `textme tables adopt "
+                f"{cfg.path}` once, then run again")
+        crashed = record_crashed(tables)
+        if crashed:
+            logger().warning("runs left running by a process that died, now recorded as crashed: %s",
+                             ", ".join(crashed))
     row = {
         "run_id": run_id,
         "flow": flow,
@@ -57,14 +76,18 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
         "finished_at": finished,
         "status": status,
         "stand_in": any(keys.is_stand_in(cfg, e) for e in ("pivot", *cfg.encoders)),
+        "host": HOST,
+        "pid": os.getpid(),
+        "updated_at": now(),
     }
-    open_tables(cfg).append("runs", [row], part=f"{run_id}.{'started' if finished is None else 'finished'}")
+    tables.append("runs", [row], part=f"{run_id}.{'started' if finished is None else 'finished'}")
+    if finished is not None:
+        _rebuild_catalog(cfg, tables)
 
 
 def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config_fp: str) -> list[dict[str, Any]]:
-    """Append this run's rows to `results` and rebuild the catalog; returns the rows."""
-    from storage.catalog import build_catalog
-
+    """Append this run's rows to `results`, compact tables past the threshold and
+    rebuild the catalog; returns the rows."""
     run_id = current_run_id()
     created = now()
     rows = [
@@ -75,8 +98,25 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
     tables = open_tables(cfg)
     if rows:
         tables.append("results", rows, part=run_id)
-    build_catalog(tables, Workspace.of(cfg).catalog)
+    for report in tables.compact_if_needed():
+        logger().info("compacted %s", report)
+    _rebuild_catalog(cfg, tables)
     return rows
+
+
+def _rebuild_catalog(cfg: PipelineConfig, tables: Any) -> None:
+    """Rebuild the catalog; say which parts it left out (damaged, unlisted) in the run's log."""
+    from storage.catalog import build_catalog, catalog_problems, open_read_only
+    from storage.parts import summarize
+
+    path = build_catalog(tables, Workspace.of(cfg).catalog)
+    con = open_read_only(path)
+    try:
+        problems = catalog_problems(con)
+    finally:
+        con.close()
+    for line in summarize(problems):
+        logger().warning("%s", line)
 
 
 def _fmt(value: float) -> str:

@@ -5,7 +5,7 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
     <workdir>/
       cache/                embedding cache (unless `cache:` names another URL)
       tables/               Parquet tables (storage.tables.TableStore)
-      catalog.duckdb        DuckDB catalog, one view per table (rebuilt by the results stage)
+      catalog.duckdb        DuckDB catalog, a checked copy of every table (storage.catalog)
       configs/<fp>.json     resolved config snapshots (what tasks load; stored with results)
       manifests/<key>.json  each stage's output manifest, named by its cache key
       offsets/<fp>/         mu_text / mu_modal (textme.offsets.save_offset)

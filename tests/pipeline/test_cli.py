@@ -112,23 +112,28 @@ def test_status_text_output(pipeline_runs):
 # --------------------------------------------------------------------------- query
 
 
-def test_query_reads_the_catalog(pipeline_runs):
+def test_query_takes_the_config_first_and_keeps_the_old_options(pipeline_runs):
     config = pipeline_runs["config"]
-    result = invoke("query", "select count(distinct run_id) as runs from results", "--config", config)
+    result = invoke("query", config, "select count(distinct run_id) as runs from results")
     assert result.exit_code == 0, result.output
     assert " 3 " in result.stdout  # cold, warm, edited
     assert "stand_in = true" in result.stdout  # toy encoders: the numbers say so
+    alias = invoke("query", "select count(distinct run_id) as runs from results", "--config", config)
+    assert alias.exit_code == 0 and alias.stdout == result.stdout
     result = invoke("query", "select 1", "--catalog", Path(load_config(config).workdir) / "catalog.duckdb")
     assert result.exit_code == 0 and "stand_in" not in result.stdout
 
 
-def test_query_is_read_only_and_errors_are_one_line(pipeline_runs):
+def test_query_errors_are_one_line(pipeline_runs):
     config = pipeline_runs["config"]
-    for sql in ("create table x as select 1", "select * from no_such_table"):
-        result = invoke("query", sql, "--config", config)
+    for sql, start in (("create table x as select 1", "error: query refused"),
+                       ("select * from no_such_table", "error: query failed")):
+        result = invoke("query", config, sql)
         assert result.exit_code == 2
-        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: query failed")
-    assert invoke("query", "select 1").exit_code == 2  # neither --config nor --catalog
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(start), result.stderr
+    assert invoke("query", "select 1").exit_code == 2  # no config
+    assert invoke("query", config).exit_code == 2  # no SQL
+    assert invoke("query", config, "select 1", "--config", config).exit_code == 2  # the SQL twice
 
 
 # --------------------------------------------------------------------------- search

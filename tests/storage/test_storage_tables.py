@@ -1,4 +1,7 @@
-"""Parquet tables: schema checks, idempotent parts, partitions, reads (local, file://, memory://)."""
+"""Parquet tables: schema checks, idempotent parts, partitions, reads (local, file://, memory://).
+
+The tables' own manifest (checksums, unlisted and damaged parts, compaction, adoption,
+concurrent writers) is tested in test_storage_table_parts.py."""
 
 from __future__ import annotations
 
@@ -182,6 +185,9 @@ def test_no_temporary_files_are_left(root):
         ],
     )
     fs, path = fs_and_path(root, "training")
-    names = [p.rsplit("/", 1)[-1] for p in fs.find(path)]
-    assert len(names) == 1 and names[0].startswith("part-") and names[0].endswith(".parquet")
+    names = sorted(p[len(path) + 1:] for p in fs.find(path))
+    assert len(names) == 3, names  # the part, its manifest entry and the generation file, nothing else
+    entry, generation, part = names
+    assert entry.startswith("_manifest/") and entry.endswith(".json") and generation == "_manifest/_generation"
+    assert part.startswith("part-") and part.endswith(".parquet")
     assert tables.read("training").column("epoch").to_pylist() == [0, 1, 2]
