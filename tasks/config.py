@@ -53,6 +53,7 @@ __all__ = [
     "ConfigError",
     "EncoderRef",
     "EncoderEntry",
+    "ReleasedSpec",
     "DatasetSpec",
     "OffsetsSpec",
     "TrainingSpec",
@@ -238,21 +239,63 @@ class EncoderRef(_Model):
     options: Options = Field(default_factory=dict, description="Keyword options of the encoder's factory.")
 
 
+class ReleasedSpec(_Model):
+    """A released head (and offsets) to evaluate with, as the paper's authors published them."""
+
+    head: Source = Field(description="Projection checkpoint (.pt): a local file or "
+                                     "hf://<owner>/<repo>/<path>[@revision], e.g. "
+                                     "hf://SoyeonHH/TextME/projections/target_encoders/clip.pt.")
+    offset: Source | None = Field(None, description="Folder holding text_embed_mean.pkl / img_embed_mean.pkl "
+                                                    "(local, or hf://SoyeonHH/TextME/offsets/clip_coco); "
+                                                    "null: the pipeline's own offsets.")
+
+
 class EncoderEntry(EncoderRef):
     """An encoder brought into the pivot space: which captions train its head."""
 
-    train_on: Annotated[tuple[StrictStr, ...], Field(min_length=1),
-                        _one_error("expected a non-empty list of dataset names")] = Field(
-        description="Datasets whose captions train the head (the pivot embeds them too).")
+    train_on: Annotated[tuple[StrictStr, ...], _one_error("expected a non-empty list of dataset names")] = Field(
+        (), description="Datasets whose captions train the head (the pivot embeds them too); "
+                        "required unless train is false.")
+    train: StrictBool = Field(True, description="Train a head (variant textme). false: evaluate with the "
+                                                "released head only (needs released.head).")
+    normalize: StrictBool = Field(True, description="Unit-normalise encoder outputs before centring (the "
+                                                    "paper). false: the model's own outputs, as the official "
+                                                    "wrapper centres them (raw open_clip features).")
+    released: ReleasedSpec | None = Field(None, description="A released head and offsets: evaluated as "
+                                                            "variant released.")
     offset_dataset: StrictStr | None = Field(
         None, validate_default=True,
-        description="Dataset whose captions give mu_text and whose items give mu_modal "
-                    "(default: the first of train_on).")
+        description="Dataset whose captions give mu_text and whose items give mu_modal (default: the "
+                    "first of train_on; none when train is false and released.offset is given).")
 
     @field_validator("offset_dataset")
     @classmethod
     def _first_of_train_on(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return value or (info.data.get("train_on") or (None,))[0]
+        released = info.data.get("released")
+        if value or (info.data.get("train") is False and released is not None and released.offset):
+            return value
+        return (info.data.get("train_on") or (None,))[0]
+
+    @model_validator(mode="after")
+    def _what_to_evaluate(self) -> EncoderEntry:
+        if self.train and not self.train_on:
+            raise _problem("train_on", "required field is missing (or set train: false to use only "
+                                       "released.head)")
+        if not self.train and self.released is None:
+            raise _problem("train", "false needs released.head (a head to evaluate with)")
+        if self.offset_dataset is None and not self.has_released_offset:
+            raise _problem("offset_dataset", "required when train is false and released.offset is not given "
+                                             "(the offsets of the released head)")
+        return self
+
+    @property
+    def has_released_offset(self) -> bool:
+        return self.released is not None and self.released.offset is not None
+
+    @property
+    def own_offsets(self) -> bool:
+        """Whether the pipeline computes this encoder's offsets (mu_text, mu_modal)."""
+        return self.offset_dataset is not None
 
 
 class DatasetSpec(_Model):
@@ -504,6 +547,8 @@ class PipelineConfig(_Model):
             for ds in entry.train_on:
                 if ds not in self.datasets:
                     raise _problem(f"{where}.train_on", f"unknown dataset {ds!r} (known: {known})")
+            if entry.offset_dataset is None:
+                continue
             if entry.offset_dataset not in self.datasets:
                 raise _problem(f"{where}.offset_dataset",
                                f"unknown dataset {entry.offset_dataset!r} (known: {known})")

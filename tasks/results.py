@@ -62,7 +62,8 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
 
 
 def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config_fp: str) -> list[dict[str, Any]]:
-    """Append this run's rows to `results` and rebuild the catalog; returns the rows."""
+    """Append this run's rows to `results` (and its head input checks to `head_checks`)
+    and rebuild the catalog; returns the results rows."""
     from storage.catalog import build_catalog
 
     run_id = current_run_id()
@@ -72,9 +73,13 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
         for manifest in evaluations
         for row in manifest["rows"]
     ]
+    checks = [{**c, "run_id": run_id, "created_at": created}
+              for manifest in evaluations for c in manifest.get("head_checks", [])]
     tables = open_tables(cfg)
     if rows:
         tables.append("results", rows, part=run_id)
+    if checks:
+        tables.append("head_checks", checks, part=run_id)
     build_catalog(tables, Workspace.of(cfg).catalog)
     return rows
 

@@ -193,7 +193,8 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
         ("  caps:\n", "  'caps x':\n", "datasets.caps x: names may use letters, digits, '_', '.', '-' only"),
         # nested typos: the known fields of that very section, and the closest one
         ("    train_on: [caps]", "    train-on: [caps]",
-         "encoders.img.train-on: unknown field (known: encoder, options, train_on, offset_dataset); "
+         "encoders.img.train-on: unknown field (known: encoder, options, train_on, train, normalize, released, "
+         "offset_dataset); "
          "did you mean 'train_on'?"),
         ("pivot: {encoder: toy-pivot, options: {dim: 16}}", "pivot: {encoder: toy-pivot, option: {dim: 16}}",
          "pivot.option: unknown field (known: encoder, options); did you mean 'options'?"),
