@@ -317,11 +317,9 @@ def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot
 
     spec = cfg.evaluation_by_name(name)
     towers = {}
-    for enc in spec.encoders():
-        towers[enc] = {
-            "text": namespace_id(encoder_identity(cfg, enc, "text")),
-            "modal": namespace_id(encoder_identity(cfg, enc, "modal")),
-        }
+    for enc in spec.encoders():  # a query-only encoder (e.g. precomputed text vectors) has no modal tower
+        towers[enc] = {t: namespace_id(encoder_identity(cfg, enc, t))
+                       for t in ("text", "modal") if t in encoder_of(cfg, enc).towers}
 
     def head(h: Mapping[str, Any], variant: str) -> dict[str, Any] | None:
         m = h.get(variant)

@@ -317,3 +317,65 @@ def test_dict_without_a_path_is_named_textme_and_resolves_against_the_working_di
 def test_shipped_configs_round_trip(name):
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+# --------------------------------------------------------------------------- released heads
+
+RELEASED = BASE.replace("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: heads/img.pt, offset: offsets/img_caps}\n")
+
+
+def test_released_block_paths_and_hub_sources(tmp_path):
+    cfg = load_config(write(tmp_path, RELEASED))
+    entry = cfg.encoders["img"]
+    assert entry.released.head == str(tmp_path / "heads" / "img.pt")  # relative to the config
+    assert entry.released.offset == str(tmp_path / "offsets" / "img_caps")
+    assert entry.train and entry.normalize and entry.offset_dataset == "caps"
+    hub = load_config(write(tmp_path, RELEASED.replace(
+        "{head: heads/img.pt, offset: offsets/img_caps}",
+        "{head: 'hf://SoyeonHH/TextME/projections/target_encoders/clip.pt@v1', "
+        "offset: 'hf://SoyeonHH/TextME/offsets/clip_coco'}")))
+    assert hub.encoders["img"].released.head == "hf://SoyeonHH/TextME/projections/target_encoders/clip.pt@v1"
+    assert config_from_dict(config_to_dict(hub)) == hub
+
+
+def test_train_false_needs_no_training_captions_nor_offsets_of_its_own(tmp_path):
+    text = RELEASED.replace("    train_on: [caps]\n", "    train: false\n    normalize: false\n")
+    cfg = load_config(write(tmp_path, text))
+    entry = cfg.encoders["img"]
+    assert entry.train_on == () and not entry.train and not entry.normalize
+    assert entry.offset_dataset is None and not entry.own_offsets  # released offsets: no item sample
+    assert config_from_dict(config_to_dict(cfg)) == cfg  # the snapshot keeps the meaning
+    from tasks.validate import pivot_datasets, text_datasets, used_datasets
+
+    assert used_datasets(cfg) == [] and pivot_datasets(cfg) == [] and text_datasets(cfg, "img") == []
+    # our own offsets too, when asked for; a released head without released offsets needs them
+    asked = load_config(write(tmp_path, text.replace("    train: false\n", "    train: false\n    offset_dataset: caps\n")))
+    assert asked.encoders["img"].own_offsets and text_datasets(asked, "img") == ["caps"]
+    head_only = load_config(write(tmp_path, text.replace(", offset: offsets/img_caps", "").replace(
+        "    train: false\n", "    train: false\n    offset_dataset: caps\n")))
+    assert head_only.encoders["img"].released.offset is None and head_only.encoders["img"].own_offsets
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("    train_on: [caps]\n", "    train: false\n",
+         "encoders.img.train: false needs released.head (a head to evaluate with)"),
+        ("    train_on: [caps]\n", "",
+         "encoders.img.train_on: required field is missing (or set train: false to use only released.head)"),
+        ("    train_on: [caps]\n", "    train: false\n    released: {head: h.pt}\n",
+         "encoders.img.offset_dataset: required when train is false and released.offset is not given"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {offset: o}\n",
+         "encoders.img.released.head: required field is missing"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: 'hf://SoyeonHH/TextME'}\n",
+         "encoders.img.released.head: expected hf://<owner>/<repo>/<path in repo>[@revision]"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    normalize: no-thanks\n",
+         "encoders.img.normalize: expected bool"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: h.pt, ofset: o}\n",
+         "encoders.img.released.ofset: unknown field (known: head, offset); did you mean 'offset'?"),
+    ],
+)
+def test_released_config_errors_name_the_field(tmp_path, old, new, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace(old, new)))
+    assert message in str(info.value)

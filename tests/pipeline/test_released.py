@@ -68,9 +68,10 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _raw_vectors(folder: Path, config: Path, scale: float) -> dict[str, str]:
-    """Precomputed files of toy_image's vectors times `scale` for every caption and item of
-    the image evaluation: raw vectors, as an encoder that does not normalise gives them."""
+def _toy_vectors(folder: Path, config: Path, encoder: str, towers: tuple[str, ...], scale: float) -> dict[str, str]:
+    """Precomputed files of a toy encoder's vectors (times about `scale`, per row) for every
+    caption and item of the image evaluation: scale 10 makes raw vectors, as an encoder
+    that does not normalise gives them."""
     import json
 
     from storage.fingerprint import normalize_text
@@ -78,17 +79,20 @@ def _raw_vectors(folder: Path, config: Path, scale: float) -> dict[str, str]:
 
     import demo.encoders  # noqa: F401  (registers the toy encoders)
 
-    cfg = load_config(config)
-    toy = cfg.encoders["toy_image"]
-    enc = get_encoder(toy.encoder, **toy.options)
+    entry = load_config(config).encoders[encoder]
+    enc = get_encoder(entry.encoder, **entry.options)
     manifest = [json.loads(line) for line in (config.parent / "eval" / "image_retrieval.jsonl").read_text().splitlines()]
     items = [r["item"] for r in manifest]
     captions = list(dict.fromkeys(normalize_text(c) for r in manifest for c in r["captions"]))
     rng = np.random.default_rng(0)
     out = {}
     for tower, inputs, keys in (("text", captions, captions), ("modal", items, [Path(p).stem for p in items])):
-        vecs = enc.encode(tower, inputs) * rng.uniform(0.8 * scale, 1.2 * scale, size=(len(inputs), 1))
-        path = folder / f"raw_{tower}.npy"
+        if tower not in towers:
+            continue
+        vecs = enc.encode(tower, inputs)
+        if scale != 1:
+            vecs = vecs * rng.uniform(0.8 * scale, 1.2 * scale, size=(len(inputs), 1))
+        path = folder / f"{encoder}_{scale:g}_{tower}.npy"
         np.save(path, vecs.astype(np.float32))
         path.with_suffix(".keys.json").write_text(json.dumps(keys))
         out[tower] = str(path)
@@ -163,7 +167,9 @@ def steps(prefect_api, assets, tmp_path_factory):
 
         # 4. the input check: the same released head fed raw x10 vectors (normalize: false)
         #    and the same vectors unit-normalised (normalize: true, the default)
-        raw = _raw_vectors(root, config, 10.0)
+        #    + a query-only encoder: toy_audio's text vectors as a precomputed text tower (no
+        #    modal tower at all), with toy_audio's released head: LanguageBind's role in paper.yaml
+        raw = _toy_vectors(root, config, "toy_image", ("text", "modal"), 10.0)
         checks = copy.deepcopy(only)
         checks["name"] = "released-checks"
         toy_head = only["encoders"]["toy_image"]["released"]
@@ -172,9 +178,16 @@ def steps(prefect_api, assets, tmp_path_factory):
                    "train": False, "normalize": normalize, "released": toy_head}
             for name, normalize in (("raw_image", False), ("unit_image", True))
         }
+        checks["encoders"]["toy_image"] = only["encoders"]["toy_image"]
+        checks["encoders"]["audio_text"] = {
+            "encoder": "precomputed",
+            "options": {"text": _toy_vectors(root, config, "toy_audio", ("text",), 1.0)["text"]},
+            "train": False, "normalize": False,  # the vectors exactly as stored (already unit)
+            "released": only["encoders"]["toy_audio"]["released"]}
         checks["evaluation"] = [
             {"name": f"retrieval_{name}", "task": "retrieval", "encoder": name,
              "manifest": "eval/image_retrieval.jsonl"} for name in ("raw_image", "unit_image")]
+        checks["evaluation"].append({**VIA_AUDIO, "name": "via_audio_text", "query": "audio_text"})
         out["checks_config"] = _write(config.parent / "checks.yaml", checks)
         records.messages.clear()
         out["checks"] = run_pipeline(out["checks_config"])
@@ -304,3 +317,16 @@ def test_head_check_warns_on_raw_inputs_to_a_unit_trained_head(steps):
     assert "\n" not in line and "projections/target_encoders/toy_image.pt" in line
     assert "median variance ratio" in line and "unit-normalised vs raw encoder outputs" in line
     assert "the wrong offset" in line and "other encoder weights" in line
+
+
+def test_query_only_encoder_scores_like_the_encoder_it_was_made_from(steps):
+    """A precomputed text tower with no modal tower, used only as `query:` with its released
+    head: the official LanguageBind setup. Same vectors and head as toy_audio's: same rows."""
+    checks = load_config(steps["checks_config"])
+    assert load_config(steps["checks_config"]).encoders["audio_text"].offset_dataset is None
+    got = {k[1]: v for k, v in _values(checks, steps["checks"], "released").items() if k[0] == "via_audio_text"}
+    only = load_config(steps["only_config"])
+    want = {k[1]: v for k, v in _values(only, steps["only"], "released").items() if k[0] == VIA_AUDIO["name"]}
+    assert got and got == want
+    head_checks = {(c["encoder"], c["tower"]): c["verdict"] for c in rows(checks, "head_checks", steps["checks"])}
+    assert head_checks[("audio_text", "text")] == "ok"
