@@ -10,6 +10,8 @@
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
     textme export CONFIG --out DIR [--encoder NAME ...]   trained heads + offsets, official layout
+    textme manifest NAME ROOT --out FILE [--split S] [--items-dir DIR] [-o KEY=VALUE ...]
+    textme manifest --list                       the benchmark readers
 
 A bad config, a missing file or an empty caption column is one line on stderr and exit
 status 2, before anything is written; a failed run exits 1.
@@ -371,6 +373,61 @@ def config_schema(
         sys.stdout.write(schema_json())
     else:
         output.write_text(schema_json(), encoding="utf-8")
+
+
+def _option_value(text: str) -> Any:
+    """A reader option's value: a JSON number / bool / null when it reads as one, else the text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float)) else text
+
+
+@app.command("manifest")
+def manifest_cmd(
+    name: Optional[str] = typer.Argument(None, help="Benchmark reader (see --list)."),
+    root: Optional[Path] = typer.Argument(None, help="The benchmark's downloaded folder (or file)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Manifest to write (JSONL)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: the benchmark's first; see --list)."),
+    items_dir: Optional[Path] = typer.Option(
+        None, "--items-dir", help="Where readers that convert items write them (default: <out>_items/)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Reader option KEY=VALUE (repeatable)."),
+    list_readers: bool = typer.Option(False, "--list", help="Name the benchmark readers and exit."),
+) -> None:
+    """Write an evaluation manifest from a benchmark as it is distributed."""
+    from textme.data import DataError, list_benchmarks, parse_rows, read_benchmark, write_manifest
+
+    if list_readers:  # one line each; layouts and downloads: docs/BENCHMARKS.md
+        for b in list_benchmarks():
+            sys.stdout.write(f"{b.name:<13} {b.task:<15} {b.description}  [splits: {', '.join(b.splits)}]\n")
+        return
+    if name is None or root is None or out_file is None:
+        _fail("give NAME ROOT --out FILE (or --list)")
+    options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = _option_value(value)
+    if items_dir is None:
+        items_dir = out_file.with_name(f"{out_file.stem}_items")
+    try:
+        data = read_benchmark(name, root, split, items_dir=items_dir, **options)
+        inputs = parse_rows(data.rows, data.task, base=root, source=str(out_file), shown=f"{name} ({root})")
+        n = write_manifest(data.rows, out_file)
+    except DataError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{out_file}: cannot write ({exc.strerror or exc})")
+    detail = {"retrieval": f"{len(inputs.items)} items, {len(inputs.captions)} captions",
+              "classification": f"{len(inputs.items)} items, {len(set(inputs.labels))} labels",
+              "mixed_search": f"{len(inputs.docs)} documents, {len(inputs.queries)} queries",
+              "emergent": f"{len(inputs.source_items)} pairs"}[data.task]
+    out.print(f"wrote {n} rows ({data.task}, {data.label}: {detail}) to {out_file}", highlight=False,
+              soft_wrap=True)
+    for note in data.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -1,31 +1,29 @@
-"""Inputs the stages read besides captions: modal item folders and evaluation manifests.
+"""Inputs the stages read besides captions: modal item folders and evaluation inputs.
 
 Both are files named in the config, so both are read here with errors that name the
 file and line, and both are fingerprinted by content (sha256 of every file involved),
 which is what the evaluate and offsets cache keys hash.
 
-Evaluation manifests are JSONL, one row per line (docs/CONFIG.md):
-
-    retrieval       {"item": path, "captions": [str, ...]}
-    classification  {"item": path, "label": str}
-    emergent        {"source_item": path, "target_item": path}
-    mixed_search    {"kind": "doc", "doc_id": str, "text": str|null, "item": path|null}
-                    {"kind": "query", "query": str, "relevance": {doc_id: grade, ...}}
-
-Item paths are relative to the manifest's folder, or absolute.
+An evaluation entry's rows come from a manifest (JSONL; the row format is defined in
+`textme.data.manifest`, docs/CONFIG.md) or straight from a benchmark as it is
+distributed (`benchmark_inputs`: `textme.data`'s readers, docs/BENCHMARKS.md). Either
+way the evaluate stage gets the same `EvalInputs`.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks.config import EvalSpec
-from tasks.sources import cached_file_key, json_lines
+from tasks.sources import cached_file_key
+from textme.data import EvalInputs
 
 __all__ = [
     "InputError",
@@ -34,6 +32,10 @@ __all__ = [
     "sample_items",
     "EvalInputs",
     "read_eval_manifest",
+    "benchmark_of",
+    "benchmark_inputs",
+    "benchmark_fingerprint",
+    "eval_fingerprint",
     "eval_inputs_fingerprint",
 ]
 
@@ -88,144 +90,133 @@ def sample_items(folder: str | os.PathLike | None, n: int, seed: int) -> ItemSam
     return ItemSample(tuple(chosen), tuple(cached_file_key(p) for p in chosen), len(paths))
 
 
-# --------------------------------------------------------------------------- eval manifests
+# --------------------------------------------------------------------------- evaluation inputs
 
 
-@dataclass
-class EvalInputs:
-    """A parsed evaluation manifest; the fields used depend on the task."""
+def _wrap(call, *args, **kwargs):
+    """Run a textme.data call; its one-line errors become InputErrors (user errors)."""
+    from textme.data import DataError
 
-    task: str
-    manifest: str
-    items: list[str] = field(default_factory=list)  # retrieval / classification / mixed docs
-    captions: list[str] = field(default_factory=list)  # retrieval: every caption, grouped
-    query_item: list[int] = field(default_factory=list)  # retrieval: item index per caption
-    labels: list[str] = field(default_factory=list)  # classification: label per item
-    source_items: list[str] = field(default_factory=list)  # emergent
-    target_items: list[str] = field(default_factory=list)  # emergent
-    docs: list[dict[str, Any]] = field(default_factory=list)  # mixed: doc_id, text, item
-    queries: list[dict[str, Any]] = field(default_factory=list)  # mixed: query, relevance
+    try:
+        return call(*args, **kwargs)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
 
-    def all_item_paths(self) -> list[str]:
-        doc_items = [d["item"] for d in self.docs if d["item"]]
-        return self.items + self.source_items + self.target_items + doc_items
+
+def benchmark_of(spec: Any) -> dict[str, Any] | None:
+    """The entry's `benchmark:` block as {name, root, split, options, items_dir}, or
+    None for a `manifest:` entry. Accepts a mapping or an object with those attributes
+    (whatever tasks.config gives `spec.benchmark`); missing keys are None / {}."""
+    block = getattr(spec, "benchmark", None)
+    if block is None:
+        return None
+    get = block.get if isinstance(block, Mapping) else (lambda k, d=None: getattr(block, k, d))
+    return {"name": get("name"), "root": get("root"), "split": get("split"),
+            "options": dict(get("options") or {}), "items_dir": get("items_dir")}
 
 
 def read_eval_manifest(spec: EvalSpec) -> EvalInputs:
-    path = Path(spec.manifest)
-    if not path.is_file():
-        raise InputError(f"{path}: evaluation manifest not found (evaluation {spec.name!r})")
-    out = EvalInputs(task=spec.task, manifest=str(path))
-    base = path.parent
-    try:
-        for lineno, row in json_lines(path, str(path), InputError):
-            _PARSERS[spec.task](out, row, base, f"{path} line {lineno}")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    _check_nonempty(out, path)
+    """The entry's evaluation rows, from its `manifest:` file or its `benchmark:` block."""
+    bench = benchmark_of(spec)
+    if bench is not None:
+        data = benchmark_inputs(bench["name"], bench["root"], bench["split"], bench["items_dir"],
+                                options=bench["options"])
+        if data.task != spec.task:
+            raise InputError(f"evaluation {spec.name!r}: benchmark {bench['name']!r} is a {data.task} "
+                             f"benchmark, the entry's task is {spec.task}")
+        return data
+    from textme.data import read_manifest
+
+    out = _wrap(read_manifest, spec.manifest, spec.task, name=spec.name)
+    out.source_fp = cached_file_key(out.manifest)
     return out
 
 
-def _item(row: dict, key: str, base: Path, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{where}: field {key!r} must be a file path")
-    p = Path(value)
-    p = p if p.is_absolute() else base / p
-    if not p.is_file():
-        raise InputError(f"{where}: item file not found: {p}")
-    return str(p)
+# A benchmark read once per process per (arguments, state of the files it read).
+_BENCHMARKS: dict[str, tuple[tuple, Any, EvalInputs]] = {}
+_ITEM_FIELDS = ("item", "source_item", "target_item")
 
 
-def _text(row: dict, key: str, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: field {key!r} must be a non-empty string")
-    return value
+def _stamp(paths: list[str]) -> tuple:
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return ()
+        out.append((p, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
-def _retrieval(out: EvalInputs, row: dict, base: Path, where: str) -> None:
-    item = _item(row, "item", base, where)
-    caps = row.get("captions")
-    if isinstance(caps, str):
-        caps = [caps]
-    if not isinstance(caps, list) or not caps or not all(isinstance(c, str) and c.strip() for c in caps):
-        raise InputError(f"{where}: field 'captions' must be a non-empty list of strings")
-    out.query_item.extend([len(out.items)] * len(caps))
-    out.items.append(item)
-    out.captions.extend(caps)
+def benchmark_inputs(
+    name: str,
+    root: str | os.PathLike,
+    split: str | None = None,
+    items_dir: str | os.PathLike | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+) -> EvalInputs:
+    """The EvalInputs a manifest of this benchmark would give, read straight from the
+    benchmark's files (textme.data), with `source_fp` the rows' content fingerprint
+    (`benchmark_fingerprint`).
 
+    items_dir: where readers that materialise items (ScanObjectNN, ModelNet40) write
+    them. The files are read once per process while they are unchanged; the
+    fingerprint is recomputed each call (item files are hashed once per size and mtime).
+    """
+    from storage.fingerprint import canonical_json, fingerprint
+    from textme.data import get_benchmark, parse_rows, read_benchmark
 
-def _classification(out: EvalInputs, row: dict, base: Path, where: str) -> None:
-    out.items.append(_item(row, "item", base, where))
-    out.labels.append(_text(row, "label", where))
-
-
-def _emergent(out: EvalInputs, row: dict, base: Path, where: str) -> None:
-    out.source_items.append(_item(row, "source_item", base, where))
-    out.target_items.append(_item(row, "target_item", base, where))
-
-
-def _mixed(out: EvalInputs, row: dict, base: Path, where: str) -> None:
-    kind = row.get("kind")
-    if kind == "doc":
-        doc_id = row.get("doc_id")
-        if not isinstance(doc_id, str) or not doc_id:
-            raise InputError(f"{where}: field 'doc_id' must be a non-empty string")
-        text = row.get("text")
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            raise InputError(f"{where}: field 'text' must be a non-empty string or null")
-        item = _item(row, "item", base, where) if row.get("item") is not None else None
-        if text is None and item is None:
-            raise InputError(f"{where}: doc {doc_id!r} has neither text nor item")
-        out.docs.append({"doc_id": doc_id, "text": text, "item": item})
-    elif kind == "query":
-        query = _text(row, "query", where)
-        rel = row.get("relevance")
-        if not isinstance(rel, dict) or not rel or not all(
-            isinstance(g, (int, float)) and not isinstance(g, bool) for g in rel.values()
-        ):
-            raise InputError(f"{where}: field 'relevance' must map doc ids to numeric grades")
-        out.queries.append({"query": query, "relevance": {str(k): float(v) for k, v in rel.items()}})
+    options = dict(options or {})
+    memo = canonical_json({"name": name, "root": os.path.abspath(os.fspath(root)), "split": split,
+                           "items_dir": None if items_dir is None else os.path.abspath(os.fspath(items_dir)),
+                           "options": options})
+    hit = _BENCHMARKS.get(memo)
+    if hit is not None and hit[0] and _stamp([s for s, _, _ in hit[0]]) == hit[0] and all(
+            os.path.isfile(p) for p in hit[2].all_item_paths()):
+        data, out = hit[1], hit[2]
     else:
-        raise InputError(f"{where}: field 'kind' must be 'doc' or 'query', got {kind!r}")
+        data = _wrap(read_benchmark, name, root, split, items_dir=items_dir, **options)
+        out = _wrap(parse_rows, data.rows, data.task, base=root, source=f"benchmark:{data.label}",
+                    shown=f"{name} ({root})", dataset=data.label)
+        _BENCHMARKS[memo] = (_stamp(data.sources), data, out)
+    keyed = [{k: (cached_file_key(v) if k in _ITEM_FIELDS and v else v) for k, v in row.items()} for row in data.rows]
+    out = copy.deepcopy(out)  # the memo's copy stays as read
+    out.source_fp = fingerprint({"benchmark": name, "version": get_benchmark(name).version, "split": data.split,
+                                 "rows": keyed}, kind="benchmark-rows")
+    return out
 
 
-_PARSERS = {
-    "retrieval": _retrieval,
-    "classification": _classification,
-    "emergent": _emergent,
-    "mixed_search": _mixed,
-}
+def benchmark_fingerprint(
+    name: str,
+    root: str | os.PathLike,
+    split: str | None = None,
+    items_dir: str | os.PathLike | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+) -> str:
+    """Content fingerprint of a benchmark's rows: its captions, labels, queries and
+    relevance, each item file by content (not path), the split and the reader's
+    version. Editing a benchmark file so that a row changes changes it; moving the
+    benchmark's folder does not."""
+    return eval_fingerprint(benchmark_inputs(name, root, split, items_dir, options=options))
 
 
-def _check_nonempty(out: EvalInputs, path: Path) -> None:
-    if out.task == "mixed_search":
-        if not out.docs or not out.queries:
-            raise InputError(f"{path}: mixed_search manifest needs both 'doc' and 'query' rows")
-        ids = [d["doc_id"] for d in out.docs]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise InputError(f"{path}: duplicate doc_id {dup!r}")
-        known = set(ids)
-        for q in out.queries:
-            unknown = [d for d in q["relevance"] if d not in known]
-            if unknown:
-                raise InputError(f"{path}: query {q['query']!r} grades unknown doc_id {unknown[0]!r}")
-    elif not (out.items or out.source_items):
-        raise InputError(f"{path}: evaluation manifest has no rows")
-    if out.task == "classification" and len(set(out.labels)) < 2:
-        raise InputError(f"{path}: classification needs at least two distinct labels")
-
-
-def eval_inputs_fingerprint(spec: EvalSpec) -> str:
-    """Content fingerprint of a manifest and every item file it names."""
+def eval_fingerprint(inputs: EvalInputs) -> str:
+    """The evaluate stage's inputs fingerprint of parsed EvalInputs."""
     from storage.fingerprint import fingerprint
 
-    inputs = read_eval_manifest(spec)
+    if inputs.manifest.startswith("benchmark:"):
+        return fingerprint({"benchmark": inputs.source_fp})
     return fingerprint(
         {
-            "manifest": cached_file_key(inputs.manifest),
+            "manifest": inputs.source_fp or cached_file_key(inputs.manifest),
             "items": [cached_file_key(p) for p in inputs.all_item_paths()],
         }
     )
+
+
+def eval_inputs_fingerprint(spec: EvalSpec) -> str:
+    """Content fingerprint of an entry's inputs: a manifest and every item file it
+    names, or a benchmark's rows (`benchmark_fingerprint`)."""
+    return eval_fingerprint(read_eval_manifest(spec))

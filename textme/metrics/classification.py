@@ -2,7 +2,18 @@
 
 Class embeddings follow the official protocol: every class name is put into each
 prompt template, the template embeddings are averaged and the mean re-normalised.
-Scores are percentages; ties count against the sample.
+Scores are percentages; ties count against the sample. Items are ranked against the
+classes in blocks (bounded memory, see `textme.metrics._common`).
+
+Where the released code differs (TextME's `get_accuracy_metrics`, kept one option away):
+
+- classes by index (ours, `match="index"`) or by name (official, `match="name"`): the
+  official code counts a prediction correct when the predicted class's *name* equals
+  the label's, so two classes with one name (ImageNet's two "crane"s) are merged.
+  When every class name is distinct the two agree.
+- exact ties: ours count against the sample (`ties="against"`); the official top-1 is
+  `torch.argmax`, which gives a tie to the lower class index (`ties="first"`; its
+  top-k uses `torch.topk`, whose order among equal scores is unspecified).
 """
 
 from __future__ import annotations
@@ -12,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from textme.metrics._common import CHUNK, as_matrix, l2_normalise, target_ranks
+from textme.metrics._common import TIES, as_matrix, check_choice, group_ranks, l2_normalise
+
+#: How an item's class is matched: by class index (ours) or by class name (official).
+MATCHES = ("index", "name")
 
 
 def class_embeddings(template_embeddings: Any) -> np.ndarray:
@@ -36,31 +50,81 @@ def class_embeddings(template_embeddings: Any) -> np.ndarray:
     return l2_normalise(np.stack(out), "class mean").astype(np.float32)
 
 
+def _class_groups(
+    labels: Any, n_items: int, n_classes: int, class_names: Sequence[str] | None, match: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each item, group of each class): class indices (match="index") or ids
+    of distinct class names (match="name"), so an item's relevant classes share its group."""
+    y = np.asarray(labels)
+    if y.shape != (n_items,):
+        raise ValueError(f"labels: expected [{n_items}], got {y.dtype} {list(y.shape)}")
+    names = None
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(names) != n_classes:
+            raise ValueError(f"class_names has {len(names)} names for {n_classes} class embeddings")
+    elif match == "name":
+        raise ValueError('match="name" needs class_names')
+    if y.dtype.kind in "US" or y.dtype == object:  # labels given as class names
+        if names is None:
+            raise ValueError("labels are names: pass class_names (or give class indices)")
+        where: dict[str, list[int]] = {}
+        for c, name in enumerate(names):
+            where.setdefault(name, []).append(c)
+        idx = np.empty(n_items, dtype=np.int64)
+        for i, label in enumerate(y.tolist()):
+            found = where.get(str(label))
+            if found is None:
+                raise ValueError(f"labels[{i}] = {label!r} is not a class name")
+            if len(found) > 1 and match == "index":
+                raise ValueError(f"labels[{i}] = {label!r} names classes {found}: ambiguous by "
+                                 'index (give class indices, or match="name")')
+            idx[i] = found[0]
+        y = idx
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels: expected class indices (int) or names, got {y.dtype}")
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"labels[{i}] = {int(y[i])} is not a class index (0..{n_classes - 1})")
+    if match == "index":
+        return y.astype(np.int64), np.arange(n_classes)
+    _, name_id = np.unique(np.array(names, dtype=object), return_inverse=True)
+    return name_id[y].astype(np.int64), name_id.astype(np.int64)
+
+
 def zero_shot_accuracy(
-    item_emb: Any, class_emb: Any, labels: Any, ks: tuple[int, ...] = (1, 5)
+    item_emb: Any,
+    class_emb: Any,
+    labels: Any,
+    ks: tuple[int, ...] = (1, 5),
+    *,
+    class_names: Sequence[str] | None = None,
+    match: str = "index",
+    ties: str = "against",
+    block: int | tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Top-k accuracy of items [n, d] against class embeddings [C, d].
 
-    labels: true class index of each item [n]. An item is correct at k when its class
-    is among the k most similar (cosine). Returns {"top1", "top5", ... (percent), "n"}.
+    labels: the true class of each item [n], as class indices, or as names when
+    class_names (one per class embedding) is given. An item is correct at k when its
+    class is among the k most similar (cosine).
+
+    match: "index" (ours, the default): the item's own class must rank in the top k.
+    "name" (the official code, which compares names: `source_label == class_names[j]`):
+    any class with the item's class *name* counts, so classes that share a name merge.
+    ties: "against" (ours): a class scoring the same as the item's class ranks above
+    it. "first": a tie goes to the lower class index (torch.argmax, the official top-1).
+    Returns {"top1", "top5", ... (percent), "n"}.
     """
+    check_choice(match, MATCHES, "match")
+    check_choice(ties, TIES, "ties")
     items = l2_normalise(as_matrix(item_emb, "item_emb"), "item_emb")
     classes = l2_normalise(as_matrix(class_emb, "class_emb", dim=items.shape[1]), "class_emb")
-    y = np.asarray(labels)
-    if y.shape != (items.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels: expected int [{items.shape[0]}], got {y.dtype} {list(y.shape)}")
-    bad = np.flatnonzero((y < 0) | (y >= classes.shape[0]))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"labels[{i}] = {int(y[i])} is not a class index (0..{classes.shape[0] - 1})"
-        )
+    item_group, class_group = _class_groups(labels, items.shape[0], classes.shape[0], class_names, match)
     if items.shape[0] == 0:
         raise ValueError("zero_shot_accuracy: no items")
-    ranks = np.concatenate([
-        target_ranks(items[s : s + CHUNK] @ classes.T, y[s : s + CHUNK])
-        for s in range(0, items.shape[0], CHUNK)
-    ])
+    ranks = group_ranks(items, classes, item_group, class_group, ties=ties, block=block)
     return {**{f"top{k}": float(np.mean(ranks <= k) * 100.0) for k in ks}, "n": int(ranks.size)}
 
 

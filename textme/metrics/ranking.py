@@ -6,6 +6,14 @@ NDCG@k: gain = relevance grade (linear, as scikit-learn's `ndcg_score`), discoun
 documents, which is what GR-CLIP's `retrieval_mixbench.py` computes (it passes the
 top-k to `ndcg_score`), kept so that its numbers can be reproduced. Percentages.
 
+Tied scores: ours (`ties="rank"`) take the ranking as given (ties broken by the lower
+document index) and discount each position; scikit-learn's `ndcg_score`, which GR-CLIP
+calls, averages the gains of tied scores over the positions they share
+(`ties="average"`, computed by `ndcg_score` itself). GR-CLIP's numbers are
+`ideal="retrieved", ties="average"`; ours the standard `ideal="all", ties="rank"`.
+Exact ties are rare with real embeddings, so the two usually agree to many digits;
+the ideal DCG is the difference that shows.
+
 Mixed-modality search (GR-CLIP): a corpus of text-only, modal-only (e.g. image) and
 mixed documents. A mixed document's vector is alpha * text + (1 - alpha) * modal; with
 gap removal every part is first centred with its own modality's mean (query mean for
@@ -21,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from textme.metrics._common import CHUNK, as_matrix, l2_normalise
+from textme.metrics._common import as_matrix, block_top_k, check_choice, l2_normalise
+
+#: NDCG's ideal DCG: from all judged documents (standard) or the k retrieved (GR-CLIP).
+IDEALS = ("all", "retrieved")
+#: NDCG over tied scores: positions as ranked (ours) or gains averaged over ties (sklearn).
+NDCG_TIES = ("rank", "average")
 
 MODES = ("text", "modal", "mixed")
 _MODE_ALIASES = {"image": "modal"}  # MixBench / GR-CLIP call the modal part "image"
@@ -50,15 +63,27 @@ def _dcg(gains: np.ndarray) -> np.ndarray:
     return gains @ discounts
 
 
-def ndcg_from_ranking(ranking: Any, relevance: Any, k: int = 10, ideal: str = "all") -> np.ndarray:
+def ndcg_from_ranking(
+    ranking: Any,
+    relevance: Any,
+    k: int = 10,
+    ideal: str = "all",
+    *,
+    scores: Any = None,
+    ties: str = "rank",
+) -> np.ndarray:
     """Per-query NDCG@k in [0, 1] for given rankings.
 
     ranking: int [nq, >=k] document indices, best first; relevance: graded [nq, nd].
     With ideal="all", a query with no relevant document gets NaN (it is left out of
     means); with ideal="retrieved", one whose top k are all irrelevant gets 0.
+    ties="average" (scikit-learn's tie averaging over the retrieved documents, what
+    GR-CLIP computes) needs their scores [nq, >=k] aligned with `ranking`, and
+    ideal="retrieved": with ideal="all" a tie across the k-th place would reach
+    documents a ranking does not hold (`ndcg_at_k` has every score and can).
     """
-    if ideal not in ("all", "retrieved"):
-        raise ValueError(f"ideal must be 'all' or 'retrieved', got {ideal!r}")
+    check_choice(ideal, IDEALS, "ideal")
+    check_choice(ties, NDCG_TIES, "ties")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     order = np.asarray(ranking)
@@ -78,14 +103,50 @@ def ndcg_from_ranking(ranking: Any, relevance: Any, k: int = 10, ideal: str = "a
     idcg = _dcg(best)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = dcg / idcg
+    if ties == "average":
+        if ideal != "retrieved":
+            raise ValueError('ties="average" with a ranking needs ideal="retrieved" '
+                             '(ndcg_at_k computes ideal="all" from every score)')
+        if scores is None:
+            raise ValueError('ties="average" needs the scores of the ranked documents')
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] != order.shape[0] or s.shape[1] < order.shape[1]:
+            raise ValueError(f"scores {list(s.shape)} must be [{order.shape[0]}, >={order.shape[1]}]")
+        for i in np.flatnonzero(idcg > 0):
+            out[i] = _sklearn_ndcg(gains[i], s[i, : order.shape[1]], k)
     out[idcg == 0] = 0.0 if ideal == "retrieved" else np.nan
     return out
 
 
-def ndcg_at_k(scores: Any, relevance: Any, k: int = 10, ideal: str = "all") -> float:
+def _sklearn_ndcg(y_true: np.ndarray, y_score: np.ndarray, k: int) -> float:
+    """One query's NDCG@k by scikit-learn's `ndcg_score` (tie averaging), called as
+    GR-CLIP calls it (`ndcg_score([rel], [scores], k=k)`)."""
+    from sklearn.metrics import ndcg_score
+
+    if y_true.size < 2:  # one document: nothing can tie, and sklearn refuses a single one
+        return 1.0 if y_true.size and y_true[0] > 0 else 0.0
+    return float(ndcg_score(y_true[None, :], y_score[None, :], k=k))
+
+
+def ndcg_at_k(scores: Any, relevance: Any, k: int = 10, ideal: str = "all", *, ties: str = "rank") -> float:
     """Mean NDCG@k in percent. scores: [nq, nd] (higher is better); relevance: graded
-    [nq, nd] >= 0. Queries without any relevant document are left out (ideal="all")."""
-    per_query = ndcg_from_ranking(top_k(scores, k), relevance, k, ideal)
+    [nq, nd] >= 0. Queries without any relevant document are left out (ideal="all").
+
+    ideal / ties: see the module docstring. ties="average" is scikit-learn's
+    `ndcg_score`: on the top k with ideal="retrieved" (GR-CLIP), on every document's
+    score with ideal="all" (the plain `ndcg_score(relevance, scores, k=k)` per query).
+    """
+    check_choice(ties, NDCG_TIES, "ties")
+    s = as_matrix(scores, "scores")
+    ranking = top_k(s, k)
+    if ties == "average" and ideal == "all":
+        check_choice(ideal, IDEALS, "ideal")
+        rel = _relevance(relevance, s.shape)
+        per_query = np.array([_sklearn_ndcg(rel[i], s[i].astype(np.float64), k) if rel[i].any() else np.nan
+                              for i in range(s.shape[0])])
+    else:
+        top_scores = np.take_along_axis(s, ranking, axis=1)
+        per_query = ndcg_from_ranking(ranking, relevance, k, ideal, scores=top_scores, ties=ties)
     if np.all(np.isnan(per_query)):
         raise ValueError("ndcg_at_k: no query has a relevant document")
     return float(np.nanmean(per_query) * 100.0)
@@ -202,12 +263,17 @@ def mixed_modality_search(
     k: int = 10,
     relevance: Any = None,
     ideal: str = "all",
+    ties: str = "rank",
+    block: int | tuple[int, int] | None = None,
 ) -> MixedSearchResult:
     """Rank a mixed corpus for each query (GR-CLIP), optionally scoring NDCG@k.
 
     query_emb: [nq, d]; doc_text, doc_modal, doc_modes: see `mixed_corpus_embeddings`.
     query_mean / text_mean / modal_mean: the per-modality means to remove (all None:
     plain CLIP-style ranking; all given: GR-CLIP). relevance: graded [nq, nd] or None.
+    ideal / ties: how NDCG is computed (module docstring; GR-CLIP: "retrieved" /
+    "average"). The corpus is ranked in blocks with a running top-k (`block`, see
+    `textme.metrics._common`): no [nq, nd] matrix is built.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -215,21 +281,15 @@ def mixed_modality_search(
                                    text_mean=text_mean, modal_mean=modal_mean)
     q = l2_normalise(as_matrix(query_emb, "query_emb", dim=docs.shape[1]), "query_emb")
     q = l2_normalise(_centre(q, query_mean, "query_mean"), "centred query")
-    k = min(k, docs.shape[0])
-    ranking = np.empty((q.shape[0], k), dtype=np.int64)
-    scores = np.empty((q.shape[0], k), dtype=np.float32)
-    for start in range(0, q.shape[0], CHUNK):
-        sim = q[start : start + CHUNK] @ docs.T
-        idx = top_k(sim, k)
-        ranking[start : start + CHUNK] = idx
-        scores[start : start + CHUNK] = np.take_along_axis(sim, idx, axis=1)
+    ranking, scores = block_top_k(q, docs, k, block=block)
+    k = ranking.shape[1]
     modes = _modes(doc_modes, docs.shape[0])
     taken = modes[ranking].ravel()
     share = {m: float(np.mean(taken == m) * 100.0) if taken.size else 0.0 for m in MODES}
     result = MixedSearchResult(ranking, scores, share)
     if relevance is not None:
         rel = _relevance(relevance, (q.shape[0], docs.shape[0]))
-        per_query = ndcg_from_ranking(ranking, rel, k, ideal)
+        per_query = ndcg_from_ranking(ranking, rel, k, ideal, scores=scores, ties=ties)
         result.per_query_ndcg = per_query
         if not np.all(np.isnan(per_query)):
             result.ndcg = float(np.nanmean(per_query) * 100.0)

@@ -9,7 +9,17 @@ Direction reported: text queries ranking items (images, audio clips, ...), the p
   correct at k when its item ranks in the top k of all items. This is the official
   multi-sentence protocol (`get_recall_metrics_multi_sentence`).
 
-All scores are percentages; ranks are 1-based; ties count against the query.
+All scores are percentages; ranks are 1-based; ties count against the query. Items
+are ranked in blocks (bounded memory, see `textme.metrics._common`).
+
+Where the released code differs (TextME's `eval_utils.py`, kept one option away):
+
+- median rank: ours is the textbook median (`median="average"`, the mean of the two
+  middle ranks of an even count); the official MedianR is `torch.median`, the lower
+  of the two (`median="lower"`). Mean rank and R@k are the same.
+- exact ties: ours count against the query; the official ranks are positions in
+  `torch.argsort`, whose order among exactly equal scores is unspecified. Real
+  embeddings almost never tie exactly; a collapsed model scores 0 with us.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from textme.metrics._common import CHUNK, as_matrix, l2_normalise, recall_at_k, target_ranks
+from textme.metrics._common import as_matrix, group_ranks, l2_normalise, median_rank, recall_at_k
 
 
 def query_item_from_counts(captions_per_item: Sequence[int]) -> np.ndarray:
@@ -56,38 +66,44 @@ def _check_targets(query_item: Any, n_queries: int, n_items: int) -> np.ndarray:
     return targets
 
 
-def retrieval_ranks(query_emb: Any, item_emb: Any, query_item: Any = None) -> np.ndarray:
+def retrieval_ranks(
+    query_emb: Any, item_emb: Any, query_item: Any = None, *, block: int | tuple[int, int] | None = None
+) -> np.ndarray:
     """1-based rank of each query's item among all items, by cosine similarity.
 
     query_emb [nq, d], item_emb [ni, d]; query_item [nq] ints or None (query i <-> item i).
-    Computed in blocks of queries, so the full [nq, ni] matrix is never held.
+    Ranked in blocks of queries x items (`block`: None for the defaults, an int or a
+    (queries, items) pair), so the full [nq, ni] matrix is never held.
     """
     q = l2_normalise(as_matrix(query_emb, "query_emb"), "query_emb")
     items = l2_normalise(as_matrix(item_emb, "item_emb", dim=q.shape[1]), "item_emb")
     targets = _check_targets(query_item, q.shape[0], items.shape[0])
-    ranks = np.empty(q.shape[0], dtype=np.int64)
-    for start in range(0, q.shape[0], CHUNK):
-        stop = start + CHUNK
-        ranks[start:stop] = target_ranks(q[start:stop] @ items.T, targets[start:stop])
-    return ranks
+    return group_ranks(q, items, targets, np.arange(items.shape[0]), block=block)
 
 
 def retrieval_metrics(
-    query_emb: Any, item_emb: Any, query_item: Any = None, ks: tuple[int, ...] = (1, 5, 10)
+    query_emb: Any,
+    item_emb: Any,
+    query_item: Any = None,
+    ks: tuple[int, ...] = (1, 5, 10),
+    *,
+    median: str = "average",
+    block: int | tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Text -> X retrieval metrics.
 
     query_emb: caption embeddings [nq, d]; item_emb: item embeddings [ni, d] (both in
     the same space, e.g. after projection); query_item: item index of each caption
     [nq], or None for one caption per item (then nq == ni, caption i <-> item i).
-    Returns {"R@1", "R@5", "R@10" (percent), "median_rank", "mean_rank",
-    "n_queries", "n_items"}.
+    median: "average" (ours, the default: the textbook median) or "lower" (the official
+    `torch.median`: the lower middle rank of an even count). Returns {"R@1", "R@5",
+    "R@10" (percent), "median_rank", "mean_rank", "n_queries", "n_items"}.
     """
-    ranks = retrieval_ranks(query_emb, item_emb, query_item)
+    ranks = retrieval_ranks(query_emb, item_emb, query_item, block=block)
     n_items = len(item_emb)
     return {
         **recall_at_k(ranks, ks),
-        "median_rank": float(np.median(ranks)),
+        "median_rank": median_rank(ranks, median),
         "mean_rank": float(np.mean(ranks)),
         "n_queries": int(ranks.size),
         "n_items": int(n_items),
