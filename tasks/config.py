@@ -58,6 +58,7 @@ __all__ = [
     "OffsetsSpec",
     "TrainingSpec",
     "EvalSpec",
+    "BenchmarkSpec",
     "RetrievalEval",
     "ClassificationEval",
     "EmergentEval",
@@ -397,15 +398,17 @@ class TrainingSpec(_Model):
 
 
 class EvalSpec(_Model):
-    """One evaluation entry, resolved; `fields` holds the task-specific, defaulted settings."""
+    """One evaluation entry, resolved; `fields` holds the task-specific, defaulted settings
+    (and `metrics`). Its rows come from `manifest` or from `benchmark` (exactly one)."""
 
     name: str
     task: str
-    manifest: str
+    manifest: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None  # {name, root, split, items_dir, options}
 
     def encoders(self) -> tuple[str, ...]:
-        """Encoder entries this evaluation needs trained heads (and modal towers) for."""
+        """Encoder entries this evaluation needs heads (and modal towers) for."""
         if self.task == "emergent":
             return (self.fields["source"], self.fields["target"])
         names = [self.fields["encoder"]]
@@ -414,9 +417,29 @@ class EvalSpec(_Model):
             names.append(query)
         return tuple(names)
 
+    @property
+    def inputs_path(self) -> str:
+        """The file or folder the rows come from (the manifest, or the benchmark's root)."""
+        return self.manifest if self.benchmark is None else self.benchmark["root"]
+
     def entry(self) -> dict[str, Any]:
         """The entry as written in a config (flat)."""
-        return {"name": self.name, "task": self.task, "manifest": self.manifest, **self.fields}
+        source = {"manifest": self.manifest} if self.benchmark is None else {"benchmark": dict(self.benchmark)}
+        return {"name": self.name, "task": self.task, **source, **self.fields}
+
+
+class BenchmarkSpec(_Model):
+    """A benchmark as distributed, read by textme.data's readers (docs/BENCHMARKS.md)."""
+
+    name: StrictStr = Field(description="Reader name (`textme manifest --list`), e.g. flickr30k, audiocaps.")
+    root: LocalPath = Field(description="The benchmark's folder as downloaded.")
+    split: StrictStr | None = Field(None, description="Split (default: the reader's first, usually test).")
+    items_dir: Annotated[LocalPath | None, BeforeValidator(lambda v: v or None)] = Field(
+        None, description="Where readers that materialise items (ModelNet40, ScanObjectNN) write them.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Reader options (docs/BENCHMARKS.md).")
+
+
+_METRICS = Literal["paper", "official"]
 
 
 class _EvalEntry(_Model):
@@ -424,11 +447,25 @@ class _EvalEntry(_Model):
 
     name: Name = Field(description="Unique name of the entry (results' eval_name).")
     task: str
-    manifest: LocalPath = Field(description="JSONL manifest (row format in docs/CONFIG.md).")
+    manifest: LocalPath | None = Field(None, description="JSONL manifest (row format in docs/CONFIG.md); "
+                                                         "or give `benchmark`.")
+    benchmark: BenchmarkSpec | None = Field(None, description="Read the rows from a benchmark as distributed "
+                                                              "instead of a manifest.")
+    metrics: _METRICS = Field("paper", description="paper: the textbook metrics (ours); official: as the "
+                                                   "released code computes them (median rank, zero-shot "
+                                                   "ties and class names, NDCG).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _EvalEntry:
+        if (self.manifest is None) == (self.benchmark is None):
+            raise _problem("manifest", "give exactly one of manifest (a JSONL file) or benchmark "
+                                       "({name, root, split})")
+        return self
 
     def to_spec(self) -> EvalSpec:
-        common = set(_EvalEntry.model_fields)
-        return EvalSpec(name=self.name, task=self.task, manifest=self.manifest,
+        common = {"name", "task", "manifest", "benchmark"}
+        bench = None if self.benchmark is None else self.benchmark.model_dump()
+        return EvalSpec(name=self.name, task=self.task, manifest=self.manifest, benchmark=bench,
                         fields=self.model_dump(exclude=common))
 
 

@@ -186,19 +186,20 @@ def _stand_in(cfg: PipelineConfig, names: set[str]) -> bool:
 
 
 def _retrieval(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
-    from textme.metrics import ppr, retrieval_metrics
+    from textme.metrics import metric_options, ppr, retrieval_metrics
 
     enc, query, ks = spec.fields["encoder"], spec.fields["query"], tuple(spec.fields["ks"])
+    opts = metric_options(spec.fields.get("metrics", "paper"), "retrieval")
     raw_items = ctx.items(enc, data.items)
     scores: dict[str, dict[str, float]] = {}
     for variant in HEAD_VARIANTS:
         if not ctx.has_variant(enc, variant) or (query != "pivot" and not ctx.has_variant(query, variant)):
             continue
         m = retrieval_metrics(ctx.queries(query, data.captions, variant), ctx.project_items(enc, raw_items, variant),
-                              data.query_item, ks)
+                              data.query_item, ks, **opts)
         scores[variant] = m
         emit(variant, m, source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
-    native = retrieval_metrics(ctx.texts(enc, "text", data.captions), raw_items, data.query_item, ks)
+    native = retrieval_metrics(ctx.texts(enc, "text", data.captions), raw_items, data.query_item, ks, **opts)
     emit("native", native, source=enc, target=enc, heads=())
     n_items = len(data.items)
     emit("chance", {f"R@{k}": min(100.0, 100.0 * k / n_items) for k in ks}, source=query, target=enc, heads=())
@@ -210,7 +211,7 @@ def _retrieval(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callabl
 
 
 def _classification(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
-    from textme.metrics import class_embeddings, ppr, zero_shot_accuracy
+    from textme.metrics import class_embeddings, metric_options, ppr, zero_shot_accuracy
 
     enc, query = spec.fields["encoder"], spec.fields["query"]
     classes = sorted(set(data.labels))
@@ -218,6 +219,9 @@ def _classification(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Ca
     ks = tuple(k for k in spec.fields["ks"] if k <= len(classes)) or (1,)
     templates = spec.fields["templates"]
     prompts = [t.format(c) for c in classes for t in templates]
+    # classes are the distinct label strings, so "index" and "name" matching agree here;
+    # the official option set still changes how exact ties are broken
+    opts = {**metric_options(spec.fields.get("metrics", "paper"), "classification"), "class_names": classes}
 
     def grouped(vecs: np.ndarray) -> np.ndarray:
         return class_embeddings(vecs.reshape(len(classes), len(templates), -1))
@@ -228,11 +232,11 @@ def _classification(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Ca
         if not ctx.has_variant(enc, variant) or (query != "pivot" and not ctx.has_variant(query, variant)):
             continue
         m = zero_shot_accuracy(ctx.project_items(enc, raw_items, variant), grouped(ctx.queries(query, prompts, variant)),
-                               labels, ks)
+                               labels, ks, **opts)
         m.pop("n", None)
         scores[variant] = m
         emit(variant, m, source=query, target=enc, heads=(enc,) if query == "pivot" else (enc, query))
-    native = zero_shot_accuracy(raw_items, grouped(ctx.texts(enc, "text", prompts)), labels, ks)
+    native = zero_shot_accuracy(raw_items, grouped(ctx.texts(enc, "text", prompts)), labels, ks, **opts)
     native.pop("n", None)
     emit("native", native, source=enc, target=enc, heads=())
     emit("chance", {f"top{k}": 100.0 * k / len(classes) for k in ks}, source=query, target=enc, heads=())
@@ -244,9 +248,10 @@ def _classification(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Ca
 
 
 def _emergent(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
-    from textme.metrics import retrieval_metrics
+    from textme.metrics import metric_options, retrieval_metrics
 
     src, tgt, ks = spec.fields["source"], spec.fields["target"], tuple(spec.fields["ks"])
+    opts = metric_options(spec.fields.get("metrics", "paper"), "retrieval")
     targets = list(dict.fromkeys(data.target_items))  # distinct targets, first-seen order
     query_item = np.array([targets.index(t) for t in data.target_items], dtype=np.int64)
     raw_src = ctx.items(src, data.source_items)
@@ -255,13 +260,13 @@ def _emergent(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable
         if not (ctx.has_variant(src, variant) and ctx.has_variant(tgt, variant)):
             continue
         m = retrieval_metrics(ctx.project_items(src, raw_src, variant), ctx.project_items(tgt, raw_tgt, variant),
-                              query_item, ks)
+                              query_item, ks, **opts)
         emit(variant, m, source=src, target=tgt, heads=(src, tgt))
     emit("chance", {f"R@{k}": min(100.0, 100.0 * k / len(targets)) for k in ks}, source=src, target=tgt, heads=())
 
 
 def _mixed_search(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Callable) -> None:
-    from textme.metrics import mixed_modality_search
+    from textme.metrics import metric_options, mixed_modality_search
 
     enc, query, alpha, k = spec.fields["encoder"], spec.fields["query"], spec.fields["alpha"], spec.fields["k"]
     docs = data.docs
@@ -286,6 +291,7 @@ def _mixed_search(ctx: EvalContext, spec: EvalSpec, data: EvalInputs, emit: Call
     def run(q: np.ndarray, t: np.ndarray, m: np.ndarray) -> dict[str, float]:
         dim = q.shape[1]
         res = mixed_modality_search(q, fill(text_rows, t, dim), fill(item_rows, m, dim), modes,
+                                    **metric_options(spec.fields.get("metrics", "paper"), "ndcg"),
                                     alpha=alpha, k=k, relevance=relevance)
         out = {f"NDCG@{k}": res.ndcg} if res.ndcg is not None else {}
         out.update({f"share_{mode}@{k}": share for mode, share in res.mode_share.items()})
@@ -329,7 +335,7 @@ def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot:
             rows.append({
                 "eval_name": spec.name,
                 "task": spec.task,
-                "dataset": Path(spec.manifest).stem,
+                "dataset": data.dataset or Path(spec.inputs_path).stem,
                 "variant": variant,
                 "source_encoder": source,
                 "target_encoder": target,

@@ -86,7 +86,7 @@ def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
             list_items(items)
     _check_released(cfg, assets_ready)
     for spec in cfg.evaluation:
-        if not _pending(cfg, spec.manifest, assets_ready):
+        if not _pending(cfg, spec.inputs_path, assets_ready):
             read_eval_manifest(spec)
     if assets_ready or not cfg.demo:
         from tasks.keys import encoder_identity

@@ -46,7 +46,7 @@ def test_resolves_paths_variables_and_defaults(tmp_path):
     assert cfg.datasets["caps"].items == str(tmp_path / "work" / "items")
     assert cfg.evaluation[0].manifest == str(tmp_path / "eval" / "ret.jsonl")
     assert cfg.encoders["img"].offset_dataset == "caps"  # default: first of train_on
-    assert cfg.evaluation[0].fields == {"encoder": "img", "query": "pivot", "ks": [1, 5, 10]}
+    assert cfg.evaluation[0].fields == {"metrics": "paper", "encoder": "img", "query": "pivot", "ks": [1, 5, 10]}
     assert cfg.offsets.n_samples == 5000 and cfg.training.ablate_centring is False
     assert cfg.training.params == {"epochs": 2, "batch_size": 8}
 
@@ -200,12 +200,12 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
          "pivot.option: unknown field (known: encoder, options); did you mean 'options'?"),
         ("name: t", "name: t\noffsets: {n_sample: 10}", "offsets.n_sample: unknown field (known: n_samples, seed)"),
         ("    encoder: img\n", "    encoder: img\n    kss: [1]\n",
-         "evaluation.ret.kss: unknown field (known: name, task, manifest, encoder, query, ks); did you mean 'ks'?"),
+         "evaluation.ret.kss: unknown field (known: name, task, manifest, benchmark, metrics, encoder, query, ks); did you mean 'ks'?"),
         # fields of another task kind are unknown fields of this one
         ("    encoder: img\n", "    encoder: img\n    templates: ['a {}.']\n",
-         "evaluation.ret.templates: unknown field (known: name, task, manifest, encoder, query, ks)"),
+         "evaluation.ret.templates: unknown field (known: name, task, manifest, benchmark, metrics, encoder, query, ks)"),
         ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    encoder: img\n",
-         "evaluation.ret.encoder: unknown field (known: name, task, manifest, source, target, ks)"),
+         "evaluation.ret.encoder: unknown field (known: name, task, manifest, benchmark, metrics, source, target, ks)"),
         ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    source: img\n",
          "evaluation.ret.target: required field is missing"),
         ("    task: retrieval\n", "", "evaluation[0].task: required field is missing (one of retrieval, "
@@ -275,7 +275,8 @@ def test_values_are_normalised_as_before(tmp_path):
     assert cfg.evaluation[0].fields["ks"] == [1, 10]
     alpha = cfg.evaluation_by_name("ms").fields["alpha"]
     assert alpha == 1.0 and type(alpha) is float
-    assert cfg.evaluation_by_name("ms").fields == {"encoder": "img", "query": "pivot", "alpha": 1.0, "k": 10}
+    assert cfg.evaluation_by_name("ms").fields == {"metrics": "paper", "encoder": "img", "query": "pivot",
+                                                   "alpha": 1.0, "k": 10}
 
 
 def test_config_is_immutable_and_pickles(tmp_path):
@@ -378,4 +379,35 @@ def test_train_false_needs_no_training_captions_nor_offsets_of_its_own(tmp_path)
 def test_released_config_errors_name_the_field(tmp_path, old, new, message):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, BASE.replace(old, new)))
+    assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------- benchmark entries, metrics
+
+def test_benchmark_entry_instead_of_a_manifest(tmp_path):
+    text = BASE.replace("    manifest: ${config_dir}/eval/ret.jsonl\n",
+                        "    benchmark: {name: flickr30k, root: data/flickr30k, split: test}\n    metrics: official\n")
+    cfg = load_config(write(tmp_path, text))
+    spec = cfg.evaluation[0]
+    assert spec.manifest is None and spec.fields["metrics"] == "official"
+    assert spec.benchmark == {"name": "flickr30k", "root": str(tmp_path / "data" / "flickr30k"), "split": "test",
+                              "items_dir": None, "options": {}}
+    assert spec.inputs_path == str(tmp_path / "data" / "flickr30k")
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    assert load_config(write(tmp_path, BASE)).evaluation[0].fields["metrics"] == "paper"  # the default
+
+
+@pytest.mark.parametrize(
+    "new, message",
+    [
+        ("    benchmark: {name: flickr30k, root: r}\n    manifest: m.jsonl\n",
+         "evaluation.ret.manifest: give exactly one of manifest (a JSONL file) or benchmark"),
+        ("", "evaluation.ret.manifest: give exactly one of manifest (a JSONL file) or benchmark"),
+        ("    benchmark: {name: flickr30k}\n", "evaluation.ret.benchmark.root: required field is missing"),
+        ("    manifest: m.jsonl\n    metrics: offical\n", "evaluation.ret.metrics: must be one of paper, official"),
+    ],
+)
+def test_benchmark_and_metrics_errors(tmp_path, new, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace("    manifest: ${config_dir}/eval/ret.jsonl\n", new)))
     assert message in str(info.value)

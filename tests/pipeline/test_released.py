@@ -59,6 +59,24 @@ def _put_in_hub_cache(cache: Path, repo: str, filename: str, src: Path, commit: 
     (root / "refs" / "main").write_text(commit)
 
 
+def _flickr30k_layout(root: Path, manifest: Path) -> Path:
+    """An evaluation manifest's images and captions in Flickr30k's distributed layout
+    (Karpathy's dataset_flickr30k.json + flickr30k-images/), test split, same order."""
+    import json
+    import shutil
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    (root / "flickr30k-images").mkdir(parents=True)
+    images = []
+    for i, r in enumerate(rows):
+        name = f"{i:04d}{Path(r['item']).suffix}"
+        shutil.copyfile(r["item"], root / "flickr30k-images" / name)
+        images.append({"filename": name, "split": "test", "sentences": [{"raw": c} for c in r["captions"]]})
+    images.append({"filename": "train.png", "split": "train", "sentences": [{"raw": "not evaluated"}]})
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
+    return root
+
+
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -152,7 +170,8 @@ def steps(prefect_api, assets, tmp_path_factory):
         missing["encoders"]["toy_image"]["released"]["head"] = f"hf://{HUB_REPO}/projections/target_encoders/absent.pt"
         out["missing_config"] = _write(config.parent / "missing.yaml", missing)
 
-        # 3. only released heads: no training, no training captions, no offsets of our own
+        # 3. only released heads: no training, no training captions, no offsets of our own;
+        #    and a benchmark entry: the image evaluation's files as Flickr30k distributes them
         only = copy.deepcopy(hub)
         only["name"] = "released-only"
         for e in ENCODERS:
@@ -160,6 +179,11 @@ def steps(prefect_api, assets, tmp_path_factory):
             del entry["train_on"]
             entry["train"] = False
         only["training"]["ablate_centring"] = False
+        flickr = _flickr30k_layout(root / "flickr30k", config.parent / "eval" / "image_retrieval.jsonl")
+        only["evaluation"].append({**VIA_AUDIO, "name": "flickr_via_audio", "manifest": None,
+                                   "benchmark": {"name": "flickr30k", "root": str(flickr), "split": "test"},
+                                   "metrics": "official"})
+        del only["evaluation"][-1]["manifest"]
         out["only_config"] = _write(config.parent / "only.yaml", only)
         records.messages.clear()
         out["only"] = run_pipeline(out["only_config"])
@@ -290,7 +314,8 @@ def test_released_only_config_trains_nothing_and_scores_the_same(steps):
     stages = {st.stage for st in __import__("tasks.plan", fromlist=["replay"]).replay(cfg).stages}
     assert stages == {"released", "evaluate"}
     assert rows(cfg, "offsets", run) == []
-    assert _values(cfg, run, "released") == _values(steps["cfg"], steps["trained"], "textme")
+    released = {k: v for k, v in _values(cfg, run, "released").items() if k[0] != "flickr_via_audio"}
+    assert released == _values(steps["cfg"], steps["trained"], "textme")
 
 
 def test_head_checks_are_recorded_and_silent_on_matched_inputs(steps):
@@ -330,3 +355,18 @@ def test_query_only_encoder_scores_like_the_encoder_it_was_made_from(steps):
     assert got and got == want
     head_checks = {(c["encoder"], c["tower"]): c["verdict"] for c in rows(checks, "head_checks", steps["checks"])}
     assert head_checks[("audio_text", "text")] == "ok"
+
+
+def test_benchmark_entry_with_official_metrics_on_released_heads(steps):
+    """The Flickr30k layout of the same images and captions scores what the manifest does
+    (R@k: the official median is the lower middle rank, so it is at most ours)."""
+    cfg = load_config(steps["only_config"])
+    got = rows(cfg, "results", steps["only"])
+    bench = {r["metric"]: r["value"] for r in got if r["eval_name"] == "flickr_via_audio" and r["variant"] == "released"}
+    manifest = {r["metric"]: r["value"] for r in got
+                if r["eval_name"] == VIA_AUDIO["name"] and r["variant"] == "released"}
+    assert {r["dataset"] for r in got if r["eval_name"] == "flickr_via_audio"} == {"flickr30k:test"}
+    for k in (1, 5, 10):
+        assert bench[f"R@{k}"] == manifest[f"R@{k}"]
+    assert bench["median_rank"] <= manifest["median_rank"]
+    assert bench["mean_rank"] == manifest["mean_rank"]
