@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -136,12 +137,56 @@ def released_files(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
     return out
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _hub_sha256(spec: str) -> str | None:
+    """sha256 of a hub file without downloading it: from the local hub cache, or (online)
+    the hub's LFS metadata (an LFS file's etag is its sha256). None when neither knows."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    from textme.encoders.hub import is_offline, parse_hf_file, resolve_revision, sha256_file
+
+    repo_id, filename, revision = parse_hf_file(spec)  # type: ignore[misc]
+    revision = resolve_revision(repo_id, revision)
+    try:
+        return sha256_file(hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
+    except Exception:
+        pass
+    if is_offline():
+        return None
+    try:
+        etag = (get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision)).etag or "")
+    except Exception:
+        return None
+    etag = etag.removeprefix("W/").strip('"')
+    return etag if _SHA256.fullmatch(etag) else None  # a small (non-LFS) file's etag is a git sha1
+
+
+def _sha256(cfg: PipelineConfig, spec: str, local: Any) -> str:
+    """sha256 of a released file; `local()` gives its path (downloading if it must)."""
+    from textme.encoders.hub import sha256_file
+
+    if spec.startswith("hf://"):
+        known = _hub_sha256(spec)
+        if known is not None:
+            return known
+    return sha256_file(local())
+
+
 def released_inputs(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
-    """The content hashes behind a released head: the stage key's inputs."""
-    files = released_files(cfg, encoder)
-    off = files.get("offset")
-    return {"head_sha256": files["head"]["sha256"],
-            "offset": None if off is None else {"text": off["text_sha256"], "modal": off["modal_sha256"]}}
+    """The content hashes behind a released head: the stage key's inputs. Hub files are
+    not downloaded for this when the hub cache or the hub's metadata knows their sha256
+    (so `textme status` stays cheap); the stage itself downloads them."""
+    entry = _released(cfg, encoder)
+    head = _sha256(cfg, entry.released.head, lambda: head_file(cfg, encoder))
+    if entry.released.offset is None:
+        return {"head_sha256": head, "offset": None}
+    folder, _, revision = entry.released.offset.partition("@")
+    suffix = f"@{revision}" if revision else ""
+    text, modal = (_sha256(cfg, f"{folder.rstrip('/')}/{name}{suffix}", lambda i=i: offset_files(cfg, encoder)[i])
+                   for i, name in enumerate(_OFFSET_FILES))
+    return {"head_sha256": head, "offset": {"text": text, "modal": modal}}
 
 
 def _name(source: str) -> str:

@@ -133,8 +133,9 @@ def test_paper_config_validates_offline_with_the_papers_recipe(monkeypatch):
     cfg = load_config(path)
 
     assert cfg.pivot.encoder == "qwen3-embedding" and cfg.pivot.options == {"model": "Qwen/Qwen3-Embedding-4B"}
-    assert set(cfg.encoders) == {"clip", "remoteclip", "clap", "uni3d", "languagebind", "viclip", "cxr_clip",
-                                 "moleculestm"}
+    targets = {"clip", "remoteclip", "clap", "uni3d", "viclip", "cxr_clip", "moleculestm"}
+    queries = {f"languagebind_{d}" for d in ("coco", "internvid", "audiocaps", "pubchem", "objaverse", "chestxray")}
+    assert set(cfg.encoders) == targets | queries
     assert cfg.offsets.n_samples == 5000
     paper = {"epochs": 50, "batch_size": 512, "lr": 5e-4, "weight_decay": 0.01, "temperature": 0.07,
              "top_perc_margin": 0.9, "bottom_perc_margin": 0.1, "loss": "hard_negative"}
@@ -146,9 +147,22 @@ def test_paper_config_validates_offline_with_the_papers_recipe(monkeypatch):
         assert (ds.text_column, ds.id_column) == ("caption", "id")
     for name, entry in cfg.encoders.items():
         enc = get_encoder(entry.encoder, **entry.options)
-        assert enc.modality == cfg.datasets[entry.offset_dataset].modality, name
+        # the paper's released heads and offsets, in the official layout on the hub
+        released = entry.released
+        assert parse_hub_source(released.head)[0] == "SoyeonHH/TextME" and released.head.endswith(".pt"), name
+        assert parse_hub_source(released.offset)[1].startswith("offsets/"), name
+        assert not entry.train and not entry.own_offsets, name  # nothing to train or embed for offsets
+        if name in targets:  # train: true trains ours on the official captions of its modality
+            assert released.head.endswith(f"target_encoders/{name}.pt")
+            assert enc.modality == cfg.datasets[entry.train_on[0]].modality, name
+        else:
+            assert released.offset.endswith("offsets/languagebind_coco") and enc.towers == ("text",)
     assert {e.name for e in cfg.evaluation} >= {"flickr_image_retrieval", "audiocaps_retrieval",
                                                  "modelnet40_classification", "esc50_classification"}
+    # the official query path: LanguageBind's text tower and the domain's released head
+    for spec in cfg.evaluation:
+        if spec.task != "emergent" and not spec.name.endswith("_pivot"):
+            assert spec.fields["query"] in queries and spec.fields["metrics"] == "official", spec.name
 
 
 def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
