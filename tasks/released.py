@@ -25,6 +25,7 @@ the official layout, for `textme export` (and for `released:` blocks of other co
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -198,6 +199,19 @@ def _offset_fp(off: dict[str, Any]) -> str:
     return f"released:{_name(off['source'])}@sha256:{both}"
 
 
+def _write_bytes(dst: Path, data: bytes) -> None:
+    """Write `data` to `dst` atomically (temporary name, then rename)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _copy(src: Path, dst: Path) -> None:
     """Copy `src` to `dst` atomically (temporary name, then rename)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +312,8 @@ def export_heads(cfg: PipelineConfig, out: str | os.PathLike, encoders: list[str
 
     rep = replay(cfg)
     names = encoders or [e for e, entry in cfg.encoders.items() if entry.train]
+    if not names:
+        raise ConfigError(f"{cfg.path}: no trained heads to export (every encoder has train: false)")
     out = Path(out)
     entries = []
     for e in names:
@@ -312,15 +328,9 @@ def export_heads(cfg: PipelineConfig, out: str | os.PathLike, encoders: list[str
         head_dst = out / EXPORT_HEADS / f"{e}.pt"
         ckpt = torch.load(head_st.manifest["path"], map_location="cpu", weights_only=True)
         ckpt["projector_state_dict"] = ckpt["state_dict"]  # shared tensors: stored once
-        head_dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{head_dst.name}.", suffix=".tmp", dir=head_dst.parent)
-        os.close(fd)
-        try:
-            torch.save(ckpt, tmp)
-            os.replace(tmp, head_dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buffer = io.BytesIO()  # not a file name: torch.save would put the temporary name in the archive
+        torch.save(ckpt, buffer)
+        _write_bytes(head_dst, buffer.getvalue())  # the same head exports to the same bytes (sha256)
         off_dir = out / EXPORT_OFFSETS / f"{e}_{cfg.encoders[e].offset_dataset}"
         for name in _OFFSET_FILES:
             _copy(Path(off_st.manifest["dir"]) / name, off_dir / name)

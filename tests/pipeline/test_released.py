@@ -370,3 +370,25 @@ def test_benchmark_entry_with_official_metrics_on_released_heads(steps):
         assert bench[f"R@{k}"] == manifest[f"R@{k}"]
     assert bench["median_rank"] <= manifest["median_rank"]
     assert bench["mean_rank"] == manifest["mean_rank"]
+
+
+def test_export_command(steps, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(steps["config"]), "--out", str(tmp_path / "x"),
+                                 "--encoder", "toy_image"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x" / "projections" / "target_encoders" / "toy_image.pt").is_file()
+    assert (tmp_path / "x" / "offsets" / "toy_image_scenes_image" / "img_embed_mean.pkl").is_file()
+    assert "released: {head:" in result.output and "toy_image.pt" in result.output
+    # the exported head is byte-for-byte the tensors the fixture's export wrote
+    assert (tmp_path / "x" / "projections" / "target_encoders" / "toy_image.pt").read_bytes() == \
+        (steps["export_dir"] / "projections" / "target_encoders" / "toy_image.pt").read_bytes()
+    # a released-only config has nothing trained to export: one line, exit 2
+    for extra, message in (([], "no trained heads to export (every encoder has train: false)"),
+                           (["--encoder", "toy_image"], "encoders.toy_image: has no trained head (train: false)")):
+        bad = runner.invoke(app, ["export", str(steps["only_config"]), "--out", str(tmp_path / "y"), *extra])
+        assert bad.exit_code == 2 and message in bad.output
