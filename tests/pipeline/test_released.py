@@ -188,6 +188,9 @@ def steps(prefect_api, assets, tmp_path_factory):
         records.messages.clear()
         out["only"] = run_pipeline(out["only_config"])
         out["only_warnings"] = list(records.messages)
+        from flows.evaluate import evaluate_only
+
+        out["only_evaluate"] = evaluate_only(str(out["only_config"]), ["image_retrieval"])
 
         # 4. the input check: the same released head fed raw x10 vectors (normalize: false)
         #    and the same vectors unit-normalised (normalize: true, the default)
@@ -392,3 +395,12 @@ def test_export_command(steps, tmp_path):
                            (["--encoder", "toy_image"], "encoders.toy_image: has no trained head (train: false)")):
         bad = runner.invoke(app, ["export", str(steps["only_config"]), "--out", str(tmp_path / "y"), *extra])
         assert bad.exit_code == 2 and message in bad.output
+
+
+def test_status_and_evaluate_only_work_with_released_only_encoders(steps):
+    from tasks.status import collect_status
+
+    report = collect_status(load_config(steps["only_config"]))
+    assert report["summary"]["missing"] == 0 and report["summary"]["stale"] == 0
+    assert {st["stage"] for st in report["stages"]} == {"released", "evaluate"}
+    assert steps["only_evaluate"]["n_rows"] > 0 and steps["only_evaluate"]["evaluations"] == ["image_retrieval"]
