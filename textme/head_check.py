@@ -29,7 +29,9 @@ or centred with the text centroid: mean_shift 0.56-1.6). The gap is itself a mea
 of that size, and the official raw-CLIP path (raw outputs minus a centroid of unit
 vectors) leaves about that much in by design, so a lower threshold would warn on the
 paper's own evaluation. Nor another encoder whose outputs have the same statistics
-(the demo's isotropic toy towers).
+(the demo's isotropic toy towers). It does see towers that were never aligned: the
+demo's tiny random CLIP gives var_ratio 0.14 on its images (their vectors barely spread
+compared with its captions'), and warns, rightly: that encoder scores at chance.
 
 Running statistics are an exponential average (PyTorch: momentum 0.1) that starts at
 mean 0, variance 1; after n training batches that start still weighs (1 - momentum)**n.
@@ -61,7 +63,8 @@ MAX_ROWS = 4096
 MIN_ROWS = 8
 
 LIKELY_CAUSES = ("unit-normalised vs raw encoder outputs (the encoder's `normalize` option)",
-                 "the wrong offset", "other encoder weights than the head was trained on")
+                 "the wrong offset", "other encoder weights than the head was trained on",
+                 "towers whose modal and text outputs do not spread alike (untrained or unaligned weights)")
 
 
 @dataclass(frozen=True)
