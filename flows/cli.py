@@ -6,6 +6,7 @@
     textme status CONFIG [--json]                cached / missing / stale per stage
     textme query "SQL" [--config CONFIG | --catalog PATH] [--limit N]
     textme search CONFIG "text" [--modality M] [--k 10]
+    textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
     textme cache verify CONFIG
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
@@ -156,6 +157,9 @@ def run(
         out.print(_results_table(rows, f"TextME results: {cfg.name}"))
     out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query \"SELECT * FROM results\" "
               f"--config {config})")
+    page = Workspace.of(cfg).report_dir(str(state.state_details.flow_run_id)) / "index.html"
+    if page.is_file():
+        out.print(f"report: {page}  (textme report {config} --open)", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("evaluate")
@@ -292,6 +296,31 @@ def search(
     for i, h in enumerate(hits, start=1):
         table.add_row(str(i), f"{h['score']:.3f}", h["modality"] or "", h["encoder"], h["item"])
     out.print(table)
+
+
+@app.command()
+def report(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest run with results)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the HTML page in a web browser."),
+) -> None:
+    """Write a run's report again (plots + HTML) from the tables and the cache; runs nothing."""
+    cfg = _load(config)
+    from tasks.report import NothingToReport, write_report
+
+    try:
+        rep = write_report(cfg, run_id, reuse=False)
+    except NothingToReport as exc:
+        _fail(str(exc))
+    path = rep.folder / "index.html"
+    for line in [*rep.notes, *rep.failures]:
+        err.print(f"note: {line}", markup=False, highlight=False)
+    out.print(f"report of run {rep.lineage.run_id}: {len(rep.figures)} figures; {path}", markup=False,
+              highlight=False, soft_wrap=True)
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
 
 
 @cache_app.command("verify")

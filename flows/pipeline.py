@@ -6,6 +6,7 @@
                                -> released (per encoder with a `released:` head)
       -> evaluate (per evaluation entry)                             (join)
       -> results (one writer: results table, DuckDB catalog, artifacts)
+      -> report (plots + HTML page under <workdir>/reports/<run>/; never fails the run)
 
 An encoder with `train: false` has no train stage, and no text/items embedding or
 offsets of its own unless its released head needs our offsets (`released.offset:
@@ -31,6 +32,7 @@ from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
 from tasks.released import released
+from tasks.report.stage import run_report
 from tasks.results import record_run, write_results
 from tasks.train import train
 from tasks.validate import pivot_datasets, preflight, text_datasets, used_datasets
@@ -99,7 +101,9 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         t_evaluate.submit(snapshot, spec.name, {e: heads[e] for e in spec.encoders()}, pivot)
         for spec in cfg.evaluation
     ]
-    return write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    summary = write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    summary["report"] = run_report.submit(snapshot).result()  # None if it could not be drawn (logged)
+    return summary
 
 
 @flow(name="textme-pipeline", log_prints=True)

@@ -12,6 +12,7 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
       projections/<fp>.pt   trained heads (textme.save_projection)
       prefect/results/      Prefect's persisted task results and cache records
       refresh/sources.json  caption source fingerprints seen by the last refresh
+      reports/<run>/        the run report: PNG plots + index.html (tasks/report/)
       demo/                 embedded demo assets (demo.assets.prepare_demo)
 """
 
@@ -88,6 +89,13 @@ class Workspace:
 
     def projection(self, fp: str) -> Path:
         return self.root / "projections" / f"{fp}.pt"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def report_dir(self, run_id: str) -> Path:
+        return self.reports / run_id
 
 
 def atomic_write_text(path: Path, text: str) -> None:
