@@ -404,3 +404,8 @@ def test_status_and_evaluate_only_work_with_released_only_encoders(steps):
     assert report["summary"]["missing"] == 0 and report["summary"]["stale"] == 0
     assert {st["stage"] for st in report["stages"]} == {"released", "evaluate"}
     assert steps["only_evaluate"]["n_rows"] > 0 and steps["only_evaluate"]["evaluations"] == ["image_retrieval"]
+    from tasks.workspace import Workspace
+
+    for name in ("only", "checks"):  # the run report is drawn for released-only (and query-only) encoders too
+        folder = Workspace.of(load_config(steps[f"{name}_config"])).report_dir(steps[name])
+        assert (folder / "index.html").is_file(), folder
