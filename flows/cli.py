@@ -14,6 +14,7 @@
     textme cache verify CONFIG
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
+    textme export CONFIG --out DIR [--encoder NAME ...]   trained heads + offsets, official layout
     textme manifest NAME ROOT --out FILE [--split S] [--items-dir DIR] [-o KEY=VALUE ...]
     textme manifest --list                       the benchmark readers
 
@@ -99,7 +100,9 @@ def _stand_in_caption(rows: list[dict[str, Any]]) -> str | None:
 
 def _results_table(rows: list[dict[str, Any]], title: str) -> Table:
     """One line per (evaluation, direction, metric); one column per variant."""
-    variants = [v for v in ("textme", "uncentred", "native", "chance") if any(r["variant"] == v for r in rows)]
+    from tasks.evaluate import VARIANTS
+
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     grouped: dict[tuple, dict[str, float]] = {}
     for r in rows:
         target = r["target_encoder"]
@@ -509,6 +512,32 @@ def cache_gc(
         out.print("nothing to remove")
     for ns in removed:
         out.print(f"{verb} namespace {ns['id'][:16]} ({ns['count']} vectors; {ns['identity']})")
+
+
+@app.command("export")
+def export_cmd(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML) whose trained heads to export."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write (the layout of SoyeonHH/TextME)."),
+    encoder: Optional[list[str]] = typer.Option(None, "--encoder", help="Only these encoders (default: all trained)."),
+) -> None:
+    """Write the trained heads and offsets in the official layout, to share or use as `released:`."""
+    cfg = _load(config)
+    from tasks.released import export_heads
+
+    try:
+        entries = export_heads(cfg, out_dir, encoder or None)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    table = Table(title=f"Exported to {out_dir}")
+    for col in ("encoder", "head", "offsets", "head sha256"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e["encoder"], e["released"]["head"], e["released"]["offset"], e["head_sha256"][:16])
+    out.print(table)
+    snippet = "\n".join(f"  {e['encoder']}:\n    released: {{head: {out_dir / e['released']['head']}, "
+                        f"offset: {out_dir / e['released']['offset']}}}" for e in entries)
+    out.print(f"to evaluate them as variant `released` (in a config's encoders):\n{snippet}",
+              markup=False, highlight=False)
 
 
 @config_app.command("schema")

@@ -24,18 +24,18 @@ from tasks.workspace import Workspace
 __all__ = ["evaluate_only", "heads_for"]
 
 
-def heads_for(rep: Any, encoders: tuple[str, ...], ablate: bool) -> dict[str, Any]:
-    """{encoder: {"offset", "textme", "uncentred"}} manifests, or a one-line error."""
+def heads_for(rep: Any, encoders: tuple[str, ...], ablate: bool = False) -> dict[str, Any]:
+    """{encoder: {"offset", "textme", "uncentred", "released"}} manifests (None where the
+    config has no such stage), or a one-line error naming what is not computed yet.
+    (`ablate` is kept for callers; the replay already knows whether there are uncentred heads.)"""
     out = {}
     for e in encoders:
         h = rep.heads[e]
-        needed = [h["offset"], h["textme"]] + ([h["uncentred"]] if ablate else [])
-        missing = [st for st in needed if st is None or st.manifest is None]
+        missing = [st for st in h.values() if st is not None and st.manifest is None]
         if missing:
-            what = ", ".join(f"{st.stage} {st.unit}" for st in missing if st is not None)
+            what = ", ".join(f"{st.stage} {st.unit}" for st in missing)
             raise ConfigError(f"{rep.cfg.path}: no {what} for the current config; run `textme run` first")
-        out[e] = {"offset": h["offset"].manifest, "textme": h["textme"].manifest,
-                  "uncentred": h["uncentred"].manifest if ablate else None}
+        out[e] = {k: (None if st is None else st.manifest) for k, st in h.items()}
     return out
 
 
@@ -50,7 +50,7 @@ def evaluate_only(config: str, evaluations: list[str] | None = None) -> dict[str
     if unknown:
         raise ConfigError(f"{cfg.path}: unknown evaluation {unknown[0]!r} (known: {', '.join(known) or 'none'})")
     rep = replay(cfg)
-    if rep.pivot.manifest is None:
+    if rep.pivot is not None and rep.pivot.manifest is None:
         raise ConfigError(f"{cfg.path}: the pivot's captions are not embedded; run `textme run` first")
     record_run(cfg, flow="textme-evaluate", status="running", config_fp=config_fp, started=started)
     t_evaluate = with_workspace(evaluate, Workspace.of(cfg))
@@ -61,7 +61,7 @@ def evaluate_only(config: str, evaluations: list[str] | None = None) -> dict[str
             spec = cfg.evaluation_by_name(name)
             heads = heads_for(rep, spec.encoders(), cfg.training.ablate_centring)
             all_heads.update(heads)
-            futures.append(t_evaluate.submit(snapshot, name, heads, rep.pivot.manifest))
+            futures.append(t_evaluate.submit(snapshot, name, heads, rep.pivot.manifest if rep.pivot else None))
         summary = write_results.submit(snapshot, futures, all_heads, config_fp).result()
     except BaseException:
         record_run(cfg, flow="textme-evaluate", status="failed", config_fp=config_fp, started=started, finished=now())

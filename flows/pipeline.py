@@ -3,11 +3,15 @@
     ingest (per dataset)
       -> embed: pivot texts | per encoder: text tower, modal items   (fan out)
       -> offsets (per encoder) -> train (per encoder; + uncentred ablation)
+                               -> released (per encoder with a `released:` head)
       -> evaluate (per evaluation entry)                             (join)
       -> results (one writer: results table, DuckDB catalog, artifacts)
       -> report (plots + HTML page under <workdir>/reports/<run>/; never fails the run)
 
-Tasks get the path of the resolved config snapshot and small manifests; every cached
+An encoder with `train: false` has no train stage, and no text/items embedding or
+offsets of its own unless its released head needs our offsets (`released.offset:
+null`) or `offset_dataset` asks for them. Tasks get the path of the resolved config
+snapshot and small manifests; every cached
 task's key comes from tasks/keys.py, so a re-run with nothing changed is all cache hits
 and a changed caption costs one vector per tower.
 """
@@ -27,6 +31,7 @@ from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
+from tasks.released import released
 from tasks.report.stage import run_report
 from tasks.results import record_run, write_results
 from tasks.train import train
@@ -58,33 +63,36 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
 
 def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict[str, Any]:
     ws = Workspace.of(cfg)
-    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_evaluate = (
-        with_workspace(t, ws) for t in (ingest, embed_texts, embed_items, compute_offsets, train, evaluate)
+    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_released, t_evaluate = (
+        with_workspace(t, ws) for t in (ingest, embed_texts, embed_items, compute_offsets, train, released, evaluate)
     )
 
     datasets = used_datasets(cfg)
     captions = dict(zip(datasets, t_ingest.map(unmapped(snapshot), datasets)))
 
-    pivot = t_embed_texts.submit(snapshot, "pivot", "text", [captions[d] for d in pivot_datasets(cfg)])
-    text = {
-        e: t_embed_texts.submit(snapshot, e, "text", [captions[d] for d in text_datasets(cfg, e)])
-        for e in cfg.encoders
-    }
-    modal = {e: t_embed_items.submit(snapshot, e) for e in cfg.encoders}
+    trained = pivot_datasets(cfg)  # empty when every encoder only evaluates released heads
+    pivot = t_embed_texts.submit(snapshot, "pivot", "text", [captions[d] for d in trained]) if trained else None
+    own = [e for e, entry in cfg.encoders.items() if entry.own_offsets]
+    text = {e: t_embed_texts.submit(snapshot, e, "text", [captions[d] for d in text_datasets(cfg, e)])
+            for e in cfg.encoders if text_datasets(cfg, e)}
+    modal = {e: t_embed_items.submit(snapshot, e) for e in own}
 
-    offsets = {
-        e: t_offsets.submit(snapshot, e, text[e], modal[e], captions[entry.offset_dataset])
-        for e, entry in cfg.encoders.items()
-    }
+    offsets = {e: t_offsets.submit(snapshot, e, text[e], modal[e], captions[cfg.encoders[e].offset_dataset])
+               for e in own}
     heads = {}
     for e, entry in cfg.encoders.items():
-        train_captions = [captions[d] for d in entry.train_on]
+        train_captions = [captions[d] for d in entry.train_on] if entry.train else []
         heads[e] = {
-            "offset": offsets[e],
-            "textme": t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]),
+            "offset": offsets.get(e),
+            "textme": t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]) if entry.train else None,
             "uncentred": (
                 t_train.submit(snapshot, e, text[e], pivot, train_captions, None)
-                if cfg.training.ablate_centring
+                if entry.train and cfg.training.ablate_centring
+                else None
+            ),
+            "released": (
+                t_released.submit(snapshot, e, None if entry.has_released_offset else offsets[e])
+                if entry.released is not None
                 else None
             ),
         }

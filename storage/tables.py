@@ -1,4 +1,5 @@
-"""Schema-checked Parquet tables: captions, runs, offsets, training, results, embed_log.
+"""Schema-checked Parquet tables: captions, runs, offsets, training, results, embed_log,
+head_checks.
 
 Layout under the root (local folder or fsspec URL)::
 
@@ -140,6 +141,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("projection_fp", _S, False),
         ("config_fp", _S, True),
         ("code_version", _S, True),
+        ("created_at", _TS, True),
+    ),
+    # One row per head input check an evaluation ran (textme.head_check), per run: the
+    # head's first Linear on the actual centred inputs vs its first BatchNorm's running
+    # statistics. verdict: ok | mismatch | skipped (var_ratio / mean_shift then null).
+    "head_checks": _schema(
+        ("run_id", _S, True),
+        ("eval_name", _S, True),
+        ("encoder", _S, True),
+        ("variant", _S, True),  # textme | released | uncentred
+        ("tower", _S, True),  # the inputs: modal items or text (queries, text documents)
+        ("projection_fp", _S, True),  # our stage key, or released:<file>@sha256:<hex>
+        ("offset_fp", _S, False),
+        ("head_file", _S, True),
+        ("n_rows", _I, True),
+        ("var_ratio", _F, False),  # median over features of var(z) / running_var
+        ("mean_shift", _F, False),  # median of |mean(z) - running_mean| / running std
+        ("verdict", _S, True),
         ("created_at", _TS, True),
     ),
     "embed_log": _schema(

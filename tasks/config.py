@@ -53,10 +53,12 @@ __all__ = [
     "ConfigError",
     "EncoderRef",
     "EncoderEntry",
+    "ReleasedSpec",
     "DatasetSpec",
     "OffsetsSpec",
     "TrainingSpec",
     "EvalSpec",
+    "BenchmarkSpec",
     "RetrievalEval",
     "ClassificationEval",
     "EmergentEval",
@@ -238,21 +240,63 @@ class EncoderRef(_Model):
     options: Options = Field(default_factory=dict, description="Keyword options of the encoder's factory.")
 
 
+class ReleasedSpec(_Model):
+    """A released head (and offsets) to evaluate with, as the paper's authors published them."""
+
+    head: Source = Field(description="Projection checkpoint (.pt): a local file or "
+                                     "hf://<owner>/<repo>/<path>[@revision], e.g. "
+                                     "hf://SoyeonHH/TextME/projections/target_encoders/clip.pt.")
+    offset: Source | None = Field(None, description="Folder holding text_embed_mean.pkl / img_embed_mean.pkl "
+                                                    "(local, or hf://SoyeonHH/TextME/offsets/clip_coco); "
+                                                    "null: the pipeline's own offsets.")
+
+
 class EncoderEntry(EncoderRef):
     """An encoder brought into the pivot space: which captions train its head."""
 
-    train_on: Annotated[tuple[StrictStr, ...], Field(min_length=1),
-                        _one_error("expected a non-empty list of dataset names")] = Field(
-        description="Datasets whose captions train the head (the pivot embeds them too).")
+    train_on: Annotated[tuple[StrictStr, ...], _one_error("expected a non-empty list of dataset names")] = Field(
+        (), description="Datasets whose captions train the head (the pivot embeds them too); "
+                        "required unless train is false.")
+    train: StrictBool = Field(True, description="Train a head (variant textme). false: evaluate with the "
+                                                "released head only (needs released.head).")
+    normalize: StrictBool = Field(True, description="Unit-normalise encoder outputs before centring (the "
+                                                    "paper). false: the model's own outputs, as the official "
+                                                    "wrapper centres them (raw open_clip features).")
+    released: ReleasedSpec | None = Field(None, description="A released head and offsets: evaluated as "
+                                                            "variant released.")
     offset_dataset: StrictStr | None = Field(
         None, validate_default=True,
-        description="Dataset whose captions give mu_text and whose items give mu_modal "
-                    "(default: the first of train_on).")
+        description="Dataset whose captions give mu_text and whose items give mu_modal (default: the "
+                    "first of train_on; none when train is false and released.offset is given).")
 
     @field_validator("offset_dataset")
     @classmethod
     def _first_of_train_on(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return value or (info.data.get("train_on") or (None,))[0]
+        released = info.data.get("released")
+        if value or (info.data.get("train") is False and released is not None and released.offset):
+            return value
+        return (info.data.get("train_on") or (None,))[0]
+
+    @model_validator(mode="after")
+    def _what_to_evaluate(self) -> EncoderEntry:
+        if self.train and not self.train_on:
+            raise _problem("train_on", "required field is missing (or set train: false to use only "
+                                       "released.head)")
+        if not self.train and self.released is None:
+            raise _problem("train", "false needs released.head (a head to evaluate with)")
+        if self.offset_dataset is None and not self.has_released_offset:
+            raise _problem("offset_dataset", "required when train is false and released.offset is not given "
+                                             "(the offsets of the released head)")
+        return self
+
+    @property
+    def has_released_offset(self) -> bool:
+        return self.released is not None and self.released.offset is not None
+
+    @property
+    def own_offsets(self) -> bool:
+        """Whether the pipeline computes this encoder's offsets (mu_text, mu_modal)."""
+        return self.offset_dataset is not None
 
 
 class DatasetSpec(_Model):
@@ -354,15 +398,17 @@ class TrainingSpec(_Model):
 
 
 class EvalSpec(_Model):
-    """One evaluation entry, resolved; `fields` holds the task-specific, defaulted settings."""
+    """One evaluation entry, resolved; `fields` holds the task-specific, defaulted settings
+    (and `metrics`). Its rows come from `manifest` or from `benchmark` (exactly one)."""
 
     name: str
     task: str
-    manifest: str
+    manifest: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None  # {name, root, split, items_dir, options}
 
     def encoders(self) -> tuple[str, ...]:
-        """Encoder entries this evaluation needs trained heads (and modal towers) for."""
+        """Encoder entries this evaluation needs heads (and modal towers) for."""
         if self.task == "emergent":
             return (self.fields["source"], self.fields["target"])
         names = [self.fields["encoder"]]
@@ -371,9 +417,29 @@ class EvalSpec(_Model):
             names.append(query)
         return tuple(names)
 
+    @property
+    def inputs_path(self) -> str:
+        """The file or folder the rows come from (the manifest, or the benchmark's root)."""
+        return self.manifest if self.benchmark is None else self.benchmark["root"]
+
     def entry(self) -> dict[str, Any]:
         """The entry as written in a config (flat)."""
-        return {"name": self.name, "task": self.task, "manifest": self.manifest, **self.fields}
+        source = {"manifest": self.manifest} if self.benchmark is None else {"benchmark": dict(self.benchmark)}
+        return {"name": self.name, "task": self.task, **source, **self.fields}
+
+
+class BenchmarkSpec(_Model):
+    """A benchmark as distributed, read by textme.data's readers (docs/BENCHMARKS.md)."""
+
+    name: StrictStr = Field(description="Reader name (`textme manifest --list`), e.g. flickr30k, audiocaps.")
+    root: LocalPath = Field(description="The benchmark's folder as downloaded.")
+    split: StrictStr | None = Field(None, description="Split (default: the reader's first, usually test).")
+    items_dir: Annotated[LocalPath | None, BeforeValidator(lambda v: v or None)] = Field(
+        None, description="Where readers that materialise items (ModelNet40, ScanObjectNN) write them.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Reader options (docs/BENCHMARKS.md).")
+
+
+_METRICS = Literal["paper", "official"]
 
 
 class _EvalEntry(_Model):
@@ -381,11 +447,25 @@ class _EvalEntry(_Model):
 
     name: Name = Field(description="Unique name of the entry (results' eval_name).")
     task: str
-    manifest: LocalPath = Field(description="JSONL manifest (row format in docs/CONFIG.md).")
+    manifest: LocalPath | None = Field(None, description="JSONL manifest (row format in docs/CONFIG.md); "
+                                                         "or give `benchmark`.")
+    benchmark: BenchmarkSpec | None = Field(None, description="Read the rows from a benchmark as distributed "
+                                                              "instead of a manifest.")
+    metrics: _METRICS = Field("paper", description="paper: the textbook metrics (ours); official: as the "
+                                                   "released code computes them (median rank, zero-shot "
+                                                   "ties and class names, NDCG).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _EvalEntry:
+        if (self.manifest is None) == (self.benchmark is None):
+            raise _problem("manifest", "give exactly one of manifest (a JSONL file) or benchmark "
+                                       "({name, root, split})")
+        return self
 
     def to_spec(self) -> EvalSpec:
-        common = set(_EvalEntry.model_fields)
-        return EvalSpec(name=self.name, task=self.task, manifest=self.manifest,
+        common = {"name", "task", "manifest", "benchmark"}
+        bench = None if self.benchmark is None else self.benchmark.model_dump()
+        return EvalSpec(name=self.name, task=self.task, manifest=self.manifest, benchmark=bench,
                         fields=self.model_dump(exclude=common))
 
 
@@ -504,6 +584,8 @@ class PipelineConfig(_Model):
             for ds in entry.train_on:
                 if ds not in self.datasets:
                     raise _problem(f"{where}.train_on", f"unknown dataset {ds!r} (known: {known})")
+            if entry.offset_dataset is None:
+                continue
             if entry.offset_dataset not in self.datasets:
                 raise _problem(f"{where}.offset_dataset",
                                f"unknown dataset {entry.offset_dataset!r} (known: {known})")

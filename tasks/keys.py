@@ -32,6 +32,7 @@ __all__ = [
     "load_snapshot",
     "encoder_ref",
     "encoder_identity",
+    "encoder_of",
     "namespace_id",
     "is_stand_in",
     "train_params",
@@ -40,12 +41,15 @@ __all__ = [
     "embed_items_key",
     "offsets_key",
     "train_key",
+    "released_key",
     "evaluate_key",
+    "HEAD_VARIANTS",
     "ingest_key_fn",
     "embed_texts_key_fn",
     "embed_items_key_fn",
     "offsets_key_fn",
     "train_key_fn",
+    "released_key_fn",
     "evaluate_key_fn",
 ]
 
@@ -66,7 +70,8 @@ STAGE_VERSIONS = {
     "embed_items": "1",
     "offsets": "1",
     "train": "1",
-    "evaluate": "1",
+    "released": "1",
+    "evaluate": "2",  # 2: head checks and the released variant in its manifest
 }
 
 # TrainConfig fields that pick where training runs, not what it produces.
@@ -75,7 +80,7 @@ _TRAIN_NON_OUTPUT_FIELDS = ("device",)
 
 #: Stages whose output is computed by `textme` (the method): their keys also carry
 #: textme.METHOD_VERSION, which the method layer bumps when its outputs would change.
-METHOD_STAGES = ("offsets", "train", "evaluate")
+METHOD_STAGES = ("offsets", "train", "released", "evaluate")
 
 
 def method_version() -> str:
@@ -127,13 +132,22 @@ def load_snapshot(path: str) -> PipelineConfig:
 
 
 def encoder_ref(cfg: PipelineConfig, encoder: str):
-    """The config entry for an encoder name, or the pivot for "pivot"."""
+    """The config entry for an encoder name, or the pivot for "pivot".
+
+    An entry with `normalize: false` comes back with `normalize: False` among its
+    options (the registry's `get_encoder` takes it for every encoder), so whoever builds
+    the encoder from (ref.encoder, ref.options), here or in a worker process, builds
+    the one that keeps raw outputs, and its identity (so every key) says so.
+    """
     if encoder == "pivot":
         return cfg.pivot
     try:
-        return cfg.encoders[encoder]
+        entry = cfg.encoders[encoder]
     except KeyError:
         raise KeyError(f"no encoder {encoder!r} in the config; known: pivot, {', '.join(cfg.encoders)}") from None
+    if entry.normalize:
+        return entry
+    return entry.model_copy(update={"options": {**entry.options, "normalize": False}})
 
 
 _ENCODERS: dict[str, Any] = {}
@@ -151,10 +165,15 @@ def build_encoder(registry_name: str, options: Mapping[str, Any]):
     return enc
 
 
+def encoder_of(cfg: PipelineConfig, encoder: str):
+    """The (memoised) encoder object of a config's encoder name or "pivot"."""
+    ref = encoder_ref(cfg, encoder)
+    return build_encoder(ref.encoder, ref.options)
+
+
 def encoder_identity(cfg: PipelineConfig, encoder: str, tower: str) -> dict[str, Any]:
     """identity(tower) of a config's encoder; never loads weights (the contract says so)."""
-    ref = encoder_ref(cfg, encoder)
-    return build_encoder(ref.encoder, ref.options).identity(tower)
+    return encoder_of(cfg, encoder).identity(tower)
 
 
 def is_stand_in(cfg: PipelineConfig, encoder: str) -> bool:
@@ -269,17 +288,43 @@ def train_key(
     )
 
 
-def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot: Mapping[str, Any]) -> str:
-    """Evaluation entry + its manifest's and items' content + every model it touches."""
+def released_key(cfg: PipelineConfig, encoder: str, offset: Mapping[str, Any] | None) -> str:
+    """A released head (+ offsets): the sha256 of its files, or of the head and our
+    offsets' key when `released.offset` is null; the encoder's text and modal namespaces
+    (the stage checks the head's width against the encoder)."""
+    from tasks.released import released_inputs
+
+    return stage_key(
+        "released",
+        {
+            **released_inputs(cfg, encoder),
+            "own_offset": None if offset is None else offset["offset_fp"],
+            "towers": {t: namespace_id(encoder_identity(cfg, encoder, t))
+                       for t in encoder_of(cfg, encoder).towers if t in ("text", "modal")},
+        },
+    )
+
+
+#: The variants that project through a head (evaluate's `heads` keys besides "offset").
+HEAD_VARIANTS = ("textme", "released", "uncentred")
+
+
+def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot: Mapping[str, Any] | None) -> str:
+    """Evaluation entry + its manifest's and items' content + every model it touches.
+
+    `pivot` is None when no encoder trains (nothing embedded with the pivot's text tower)."""
     from tasks.inputs import eval_inputs_fingerprint
 
     spec = cfg.evaluation_by_name(name)
     towers = {}
-    for enc in spec.encoders():
-        towers[enc] = {
-            "text": namespace_id(encoder_identity(cfg, enc, "text")),
-            "modal": namespace_id(encoder_identity(cfg, enc, "modal")),
-        }
+    for enc in spec.encoders():  # a query-only encoder (e.g. precomputed text vectors) has no modal tower
+        towers[enc] = {t: namespace_id(encoder_identity(cfg, enc, t))
+                       for t in ("text", "modal") if t in encoder_of(cfg, enc).towers}
+
+    def head(h: Mapping[str, Any], variant: str) -> dict[str, Any] | None:
+        m = h.get(variant)
+        return None if not m else {"projection": m["projection_fp"], "offset": m.get("offset_fp")}
+
     return stage_key(
         "evaluate",
         {
@@ -289,15 +334,8 @@ def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot
             "inputs": eval_inputs_fingerprint(spec),
             "towers": towers,
             "pivot_query": namespace_id(encoder_identity(cfg, "pivot", "query")),
-            "pivot": pivot["namespace"],
-            "heads": {
-                enc: {
-                    "offset": h["offset"]["offset_fp"],
-                    "textme": h["textme"]["projection_fp"],
-                    "uncentred": h["uncentred"]["projection_fp"] if h.get("uncentred") else None,
-                }
-                for enc, h in sorted(heads.items())
-            },
+            "pivot": None if pivot is None else pivot["namespace"],
+            "heads": {enc: {v: head(h, v) for v in HEAD_VARIANTS} for enc, h in sorted(heads.items())},
         },
     )
 
@@ -325,6 +363,10 @@ def offsets_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
 
 def train_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return train_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["offset"])
+
+
+def released_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return released_key(load_snapshot(p["config"]), p["encoder"], p["offset"])
 
 
 def evaluate_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:

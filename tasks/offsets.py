@@ -4,7 +4,13 @@ n captions of the encoder's offset dataset are sampled with the config's seed (f
 the snapshot's distinct captions, in snapshot order), the modal items are the ones the
 embed_items stage sampled; both centroids come out of the cache, never out of a model.
 Saved in our format and, beside it, as the official `text_embed_mean.pkl` /
-`img_embed_mean.pkl`, so the official evaluation scripts can read them too.
+`img_embed_mean.pkl`, so the official evaluation scripts (and `textme export`) can read
+them too.
+
+With the encoder's `normalize: false` the cached vectors are raw, but a centroid is
+still the mean of unit-normalised rows (`textme.centroid`), exactly as the official
+`compute_offset.py` computes it; only the inputs centred with it stay raw. An encoder
+with `train: false` and a released offset folder has no offsets stage at all.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def unit_of(manifest: dict[str, Any]) -> str | None:
         return f"{manifest['encoder']}/{manifest['tower']}"
     if stage == "offsets":
         return manifest["encoder"]
-    if stage == "train":
+    if stage in ("train", "released"):
         return f"{manifest['encoder']}/{manifest['variant']}"
     if stage == "evaluate":
         return manifest["name"]
@@ -118,32 +118,36 @@ def replay(cfg: PipelineConfig) -> Replay:
     def captions(names: list[str]) -> list[dict[str, Any]]:
         return _need(*(caps[n] for n in names))
 
+    trained = pivot_datasets(cfg)
     pivot = r.check("embed", "pivot/text", "pivot",
-                    lambda: keys.embed_texts_key(cfg, "pivot", "text", captions(pivot_datasets(cfg))))
+                    lambda: keys.embed_texts_key(cfg, "pivot", "text", captions(trained))) if trained else None
     heads: dict[str, dict[str, StageStatus | None]] = {}
     for e, entry in cfg.encoders.items():
-        text = r.check("embed", f"{e}/text", e,
-                       lambda e=e: keys.embed_texts_key(cfg, e, "text", captions(text_datasets(cfg, e))))
-        modal = r.check("embed_items", f"{e}/modal", e, lambda e=e: keys.embed_items_key(cfg, e))
-        off = r.check("offsets", e, e, lambda e=e, text=text, modal=modal, entry=entry: keys.offsets_key(
-            cfg, e, *_need(text, modal), *captions([entry.offset_dataset])))
-        centred = r.check("train", f"{e}/textme", e, lambda e=e, text=text, off=off, entry=entry: keys.train_key(
-            cfg, e, *_need(text, pivot), captions(list(entry.train_on)), *_need(off)))
-        uncentred = None
-        if cfg.training.ablate_centring:
-            uncentred = r.check("train", f"{e}/uncentred", e, lambda e=e, text=text, entry=entry: keys.train_key(
-                cfg, e, *_need(text, pivot), captions(list(entry.train_on)), None))
-        heads[e] = {"offset": off, "textme": centred, "uncentred": uncentred}
+        text = modal = off = centred = uncentred = released = None
+        if text_datasets(cfg, e):
+            text = r.check("embed", f"{e}/text", e,
+                           lambda e=e: keys.embed_texts_key(cfg, e, "text", captions(text_datasets(cfg, e))))
+        if entry.own_offsets:
+            modal = r.check("embed_items", f"{e}/modal", e, lambda e=e: keys.embed_items_key(cfg, e))
+            off = r.check("offsets", e, e, lambda e=e, text=text, modal=modal, entry=entry: keys.offsets_key(
+                cfg, e, *_need(text, modal), *captions([entry.offset_dataset])))
+        if entry.train:
+            centred = r.check("train", f"{e}/textme", e, lambda e=e, text=text, off=off, entry=entry: keys.train_key(
+                cfg, e, *_need(text, pivot), captions(list(entry.train_on)), *_need(off)))
+            if cfg.training.ablate_centring:
+                uncentred = r.check("train", f"{e}/uncentred", e, lambda e=e, text=text, entry=entry: keys.train_key(
+                    cfg, e, *_need(text, pivot), captions(list(entry.train_on)), None))
+        if entry.released is not None:
+            released = r.check("released", f"{e}/released", e, lambda e=e, off=off, entry=entry: keys.released_key(
+                cfg, e, None if entry.has_released_offset else _need(off)[0]))
+        heads[e] = {"offset": off, "textme": centred, "uncentred": uncentred, "released": released}
 
     for spec in cfg.evaluation:
         def eval_key(spec=spec) -> str:
             manifests = {}
             for e in spec.encoders():
-                h = heads[e]
-                off, centred = _need(h["offset"], h["textme"])
-                manifests[e] = {"offset": off, "textme": centred,
-                                "uncentred": _need(h["uncentred"])[0] if h["uncentred"] is not None else None}
-            return keys.evaluate_key(cfg, spec.name, manifests, *_need(pivot))
+                manifests[e] = {k: (None if st is None else _need(st)[0]) for k, st in heads[e].items()}
+            return keys.evaluate_key(cfg, spec.name, manifests, None if pivot is None else _need(pivot)[0])
 
         r.check("evaluate", spec.name, None, eval_key)
     r.heads = heads  # type: ignore[attr-defined]

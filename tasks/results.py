@@ -86,8 +86,8 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
 
 
 def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config_fp: str) -> list[dict[str, Any]]:
-    """Append this run's rows to `results`, compact tables past the threshold and
-    rebuild the catalog; returns the rows."""
+    """Append this run's rows to `results` (and its head input checks to `head_checks`),
+    compact tables past the threshold and rebuild the catalog; returns the results rows."""
     run_id = current_run_id()
     created = now()
     rows = [
@@ -95,9 +95,13 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
         for manifest in evaluations
         for row in manifest["rows"]
     ]
+    checks = [{**c, "run_id": run_id, "created_at": created}
+              for manifest in evaluations for c in manifest.get("head_checks", [])]
     tables = open_tables(cfg)
     if rows:
         tables.append("results", rows, part=run_id)
+    if checks:
+        tables.append("head_checks", checks, part=run_id)
     for report in tables.compact_if_needed():
         logger().info("compacted %s", report)
     _rebuild_catalog(cfg, tables)

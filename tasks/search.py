@@ -25,7 +25,7 @@ __all__ = ["search_corpora", "corpus_items"]
 
 def _modality(cfg: PipelineConfig, encoder: str) -> str | None:
     entry = cfg.encoders[encoder]
-    declared = cfg.datasets[entry.offset_dataset].modality
+    declared = cfg.datasets[entry.offset_dataset].modality if entry.offset_dataset else None
     if declared:
         return declared
     return getattr(keys.build_encoder(entry.encoder, entry.options), "modality", None)
@@ -79,10 +79,13 @@ def search_corpora(cfg: PipelineConfig, text: str, *, modality: str | None = Non
     stand_in = False
     usable = 0
     for e in encoders:
-        head_st, off_st = rep.heads[e]["textme"], rep.heads[e]["offset"]
-        if head_st.manifest is None or off_st.manifest is None:
+        # our trained head, else the released one; each manifest names its offsets
+        head_st = next((st for st in (rep.heads[e]["textme"], rep.heads[e]["released"])
+                        if st is not None and st.manifest is not None), None)
+        if head_st is None:
             continue
-        pairs = corpus_items(cfg, e, items_by_encoder[e].manifest)
+        items_st = items_by_encoder.get(e)
+        pairs = corpus_items(cfg, e, items_st.manifest if items_st is not None else None)
         ns_id = keys.namespace_id(keys.encoder_identity(cfg, e, "modal"))
         try:
             ns = cache.open_namespace(ns_id)
@@ -94,7 +97,7 @@ def search_corpora(cfg: PipelineConfig, text: str, *, modality: str | None = Non
             continue
         usable += 1
         z = project(load_projection(head_st.manifest["path"]), ns.get([key for key, _ in pairs]),
-                    offset=load_offset(off_st.manifest["dir"]).modal_mean)
+                    offset=load_offset(head_st.manifest["offset_dir"]).modal_mean)
         if query_vec is None:
             ref = cfg.pivot
             query_vec = keys.build_encoder(ref.encoder, ref.options).encode("query", [normalize_text(text)])[0]

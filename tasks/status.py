@@ -21,7 +21,7 @@ def config_namespaces(cfg: PipelineConfig) -> list[dict[str, str]]:
     """Every (encoder, tower) the config embeds with, and its namespace id."""
     out = []
     towers = [("pivot", "text"), ("pivot", "query")] + [
-        (e, t) for e in cfg.encoders for t in ("text", "modal")
+        (e, t) for e in cfg.encoders for t in ("text", "modal") if t in keys.encoder_of(cfg, e).towers
     ]
     for encoder, tower in towers:
         out.append({"encoder": encoder, "tower": tower,

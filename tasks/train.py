@@ -5,6 +5,10 @@ cache (no encoder runs here: 50 epochs never touch a model), centres the text si
 with mu_text, and calls `textme.train_projection`. The head is saved with
 `textme.save_projection` as projections/<fp>.pt (fp = this stage's key), its per-epoch
 history as `training` rows. With `centred=False` (the ablation) no offset is used.
+
+The text vectors are what the encoder's `normalize` setting made them (unit rows, or
+the model's raw outputs as the official CLIP wrapper trains on), through the text
+namespace in the key. An encoder with `train: false` has no train stage.
 """
 
 from __future__ import annotations

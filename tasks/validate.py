@@ -26,19 +26,21 @@ __all__ = ["preflight", "check_encoder_options", "used_datasets", "text_datasets
 
 def used_datasets(cfg: PipelineConfig) -> list[str]:
     """Datasets some encoder trains on or takes offsets from, in config order."""
-    used = {d for e in cfg.encoders.values() for d in (*e.train_on, e.offset_dataset)}
+    used = {d for e in cfg.encoders for d in text_datasets(cfg, e)}
     return [d for d in cfg.datasets if d in used]
 
 
 def text_datasets(cfg: PipelineConfig, encoder: str) -> list[str]:
-    """Datasets an encoder's text tower embeds: its training captions + offset captions."""
+    """Datasets an encoder's text tower embeds: its training captions (when it trains) +
+    offset captions (when the pipeline computes its offsets); empty for a released-only one."""
     entry = cfg.encoders[encoder]
-    return list(dict.fromkeys([*entry.train_on, entry.offset_dataset]))
+    train = list(entry.train_on) if entry.train else []
+    return list(dict.fromkeys(train + ([entry.offset_dataset] if entry.own_offsets else [])))
 
 
 def pivot_datasets(cfg: PipelineConfig) -> list[str]:
-    """Datasets the pivot embeds: every encoder's training captions."""
-    return list(dict.fromkeys(d for e in cfg.encoders.values() for d in e.train_on))
+    """Datasets the pivot embeds: every training encoder's training captions."""
+    return list(dict.fromkeys(d for e in cfg.encoders.values() if e.train for d in e.train_on))
 
 
 def _pending(cfg: PipelineConfig, path: str | None, assets_ready: bool) -> bool:
@@ -58,6 +60,9 @@ def check_encoder_options(cfg: PipelineConfig) -> None:
 
     refs = [("pivot", cfg.pivot)] + [(f"encoders.{n}", e) for n, e in cfg.encoders.items()]
     for where, ref in refs:
+        if "normalize" in ref.options:
+            field = f"{where}.normalize" if where != "pivot" else "the encoder entries' normalize"
+            raise ConfigError(f"{cfg.path}: {where}.options.normalize: not an encoder option; set {field}")
         try:
             check_options(ref.encoder, ref.options)
         except UnknownEncoderError:
@@ -75,12 +80,13 @@ def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
         spec = cfg.datasets[name]
         if not _pending(cfg, spec.source, assets_ready):
             read_captions(spec, name)
-    for name in {e.offset_dataset for e in cfg.encoders.values()}:
+    for name in {e.offset_dataset for e in cfg.encoders.values() if e.own_offsets}:
         items = cfg.datasets[name].items
         if not _pending(cfg, items, assets_ready):
             list_items(items)
+    _check_released(cfg, assets_ready)
     for spec in cfg.evaluation:
-        if not _pending(cfg, spec.manifest, assets_ready):
+        if not _pending(cfg, spec.inputs_path, assets_ready):
             read_eval_manifest(spec)
     if assets_ready or not cfg.demo:
         from tasks.keys import encoder_identity
@@ -88,6 +94,30 @@ def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
         encoder_identity(cfg, "pivot", "text")
         for name in cfg.encoders:
             encoder_identity(cfg, name, "text")
+
+
+def _check_released(cfg: PipelineConfig, assets_ready: bool) -> None:
+    """Released heads and offsets are there (hub files: downloaded into its cache now, or
+    found there offline), the head is a readable checkpoint, the pickles readable offsets."""
+    from textme import CheckpointError, load_official_offset
+    from textme.projector import read_projection_metadata
+
+    from tasks.released import head_file, offset_files
+
+    for name, entry in cfg.encoders.items():
+        if entry.released is None or _pending(cfg, entry.released.head, assets_ready):
+            continue
+        head = head_file(cfg, name)
+        try:
+            read_projection_metadata(head)
+        except CheckpointError as err:
+            raise ConfigError(f"{cfg.path}: encoders.{name}.released.head: {err}") from None
+        if entry.released.offset is not None and not _pending(cfg, entry.released.offset, assets_ready):
+            for path in offset_files(cfg, name):
+                try:
+                    load_official_offset(path)
+                except ValueError as err:
+                    raise ConfigError(f"{cfg.path}: encoders.{name}.released.offset: {err}") from None
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -165,6 +165,9 @@ def load_lineage(cfg: PipelineConfig, run_id: str) -> RunLineage:
     for enc in encoders:
         if enc not in snap.encoders:
             continue
+        entry = snap.encoders[enc]
+        if not entry.own_offsets:  # train: false with released offsets: none of ours (and maybe no modal tower)
+            continue
         if enc not in offsets:
             ns_modal = _namespace(snap, enc, "modal")
             found = [r for r in offsets_rows if r["encoder"] == enc and r["identity_fp"] == ns_modal
@@ -173,7 +176,7 @@ def load_lineage(cfg: PipelineConfig, run_id: str) -> RunLineage:
                 offsets[enc] = max(found, key=lambda r: rank(r["run_id"]))
             else:
                 notes.append(f"{enc}: no offsets recorded for this run")
-        for variant in variants:
+        for variant in variants if entry.train else ():
             if (enc, variant) in heads:
                 continue
             fp = _find_head(snap, ws, enc, variant, offsets.get(enc), by_head, eligible, rank)

@@ -46,7 +46,7 @@ def test_resolves_paths_variables_and_defaults(tmp_path):
     assert cfg.datasets["caps"].items == str(tmp_path / "work" / "items")
     assert cfg.evaluation[0].manifest == str(tmp_path / "eval" / "ret.jsonl")
     assert cfg.encoders["img"].offset_dataset == "caps"  # default: first of train_on
-    assert cfg.evaluation[0].fields == {"encoder": "img", "query": "pivot", "ks": [1, 5, 10]}
+    assert cfg.evaluation[0].fields == {"metrics": "paper", "encoder": "img", "query": "pivot", "ks": [1, 5, 10]}
     assert cfg.offsets.n_samples == 5000 and cfg.training.ablate_centring is False
     assert cfg.training.params == {"epochs": 2, "batch_size": 8}
 
@@ -133,8 +133,9 @@ def test_paper_config_validates_offline_with_the_papers_recipe(monkeypatch):
     cfg = load_config(path)
 
     assert cfg.pivot.encoder == "qwen3-embedding" and cfg.pivot.options == {"model": "Qwen/Qwen3-Embedding-4B"}
-    assert set(cfg.encoders) == {"clip", "remoteclip", "clap", "uni3d", "languagebind", "viclip", "cxr_clip",
-                                 "moleculestm"}
+    targets = {"clip", "remoteclip", "clap", "uni3d", "viclip", "cxr_clip", "moleculestm"}
+    queries = {f"languagebind_{d}" for d in ("coco", "internvid", "audiocaps", "pubchem", "objaverse", "chestxray")}
+    assert set(cfg.encoders) == targets | queries
     assert cfg.offsets.n_samples == 5000
     paper = {"epochs": 50, "batch_size": 512, "lr": 5e-4, "weight_decay": 0.01, "temperature": 0.07,
              "top_perc_margin": 0.9, "bottom_perc_margin": 0.1, "loss": "hard_negative"}
@@ -146,9 +147,22 @@ def test_paper_config_validates_offline_with_the_papers_recipe(monkeypatch):
         assert (ds.text_column, ds.id_column) == ("caption", "id")
     for name, entry in cfg.encoders.items():
         enc = get_encoder(entry.encoder, **entry.options)
-        assert enc.modality == cfg.datasets[entry.offset_dataset].modality, name
+        # the paper's released heads and offsets, in the official layout on the hub
+        released = entry.released
+        assert parse_hub_source(released.head)[0] == "SoyeonHH/TextME" and released.head.endswith(".pt"), name
+        assert parse_hub_source(released.offset)[1].startswith("offsets/"), name
+        assert not entry.train and not entry.own_offsets, name  # nothing to train or embed for offsets
+        if name in targets:  # train: true trains ours on the official captions of its modality
+            assert released.head.endswith(f"target_encoders/{name}.pt")
+            assert enc.modality == cfg.datasets[entry.train_on[0]].modality, name
+        else:
+            assert released.offset.endswith("offsets/languagebind_coco") and enc.towers == ("text",)
     assert {e.name for e in cfg.evaluation} >= {"flickr_image_retrieval", "audiocaps_retrieval",
                                                  "modelnet40_classification", "esc50_classification"}
+    # the official query path: LanguageBind's text tower and the domain's released head
+    for spec in cfg.evaluation:
+        if spec.task != "emergent" and not spec.name.endswith("_pivot"):
+            assert spec.fields["query"] in queries and spec.fields["metrics"] == "official", spec.name
 
 
 def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
@@ -193,18 +207,19 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
         ("  caps:\n", "  'caps x':\n", "datasets.caps x: names may use letters, digits, '_', '.', '-' only"),
         # nested typos: the known fields of that very section, and the closest one
         ("    train_on: [caps]", "    train-on: [caps]",
-         "encoders.img.train-on: unknown field (known: encoder, options, train_on, offset_dataset); "
+         "encoders.img.train-on: unknown field (known: encoder, options, train_on, train, normalize, released, "
+         "offset_dataset); "
          "did you mean 'train_on'?"),
         ("pivot: {encoder: toy-pivot, options: {dim: 16}}", "pivot: {encoder: toy-pivot, option: {dim: 16}}",
          "pivot.option: unknown field (known: encoder, options); did you mean 'options'?"),
         ("name: t", "name: t\noffsets: {n_sample: 10}", "offsets.n_sample: unknown field (known: n_samples, seed)"),
         ("    encoder: img\n", "    encoder: img\n    kss: [1]\n",
-         "evaluation.ret.kss: unknown field (known: name, task, manifest, encoder, query, ks); did you mean 'ks'?"),
+         "evaluation.ret.kss: unknown field (known: name, task, manifest, benchmark, metrics, encoder, query, ks); did you mean 'ks'?"),
         # fields of another task kind are unknown fields of this one
         ("    encoder: img\n", "    encoder: img\n    templates: ['a {}.']\n",
-         "evaluation.ret.templates: unknown field (known: name, task, manifest, encoder, query, ks)"),
+         "evaluation.ret.templates: unknown field (known: name, task, manifest, benchmark, metrics, encoder, query, ks)"),
         ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    encoder: img\n",
-         "evaluation.ret.encoder: unknown field (known: name, task, manifest, source, target, ks)"),
+         "evaluation.ret.encoder: unknown field (known: name, task, manifest, benchmark, metrics, source, target, ks)"),
         ("    task: retrieval\n    encoder: img\n", "    task: emergent\n    source: img\n",
          "evaluation.ret.target: required field is missing"),
         ("    task: retrieval\n", "", "evaluation[0].task: required field is missing (one of retrieval, "
@@ -274,7 +289,8 @@ def test_values_are_normalised_as_before(tmp_path):
     assert cfg.evaluation[0].fields["ks"] == [1, 10]
     alpha = cfg.evaluation_by_name("ms").fields["alpha"]
     assert alpha == 1.0 and type(alpha) is float
-    assert cfg.evaluation_by_name("ms").fields == {"encoder": "img", "query": "pivot", "alpha": 1.0, "k": 10}
+    assert cfg.evaluation_by_name("ms").fields == {"metrics": "paper", "encoder": "img", "query": "pivot",
+                                                   "alpha": 1.0, "k": 10}
 
 
 def test_config_is_immutable_and_pickles(tmp_path):
@@ -316,3 +332,96 @@ def test_dict_without_a_path_is_named_textme_and_resolves_against_the_working_di
 def test_shipped_configs_round_trip(name):
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+# --------------------------------------------------------------------------- released heads
+
+RELEASED = BASE.replace("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: heads/img.pt, offset: offsets/img_caps}\n")
+
+
+def test_released_block_paths_and_hub_sources(tmp_path):
+    cfg = load_config(write(tmp_path, RELEASED))
+    entry = cfg.encoders["img"]
+    assert entry.released.head == str(tmp_path / "heads" / "img.pt")  # relative to the config
+    assert entry.released.offset == str(tmp_path / "offsets" / "img_caps")
+    assert entry.train and entry.normalize and entry.offset_dataset == "caps"
+    hub = load_config(write(tmp_path, RELEASED.replace(
+        "{head: heads/img.pt, offset: offsets/img_caps}",
+        "{head: 'hf://SoyeonHH/TextME/projections/target_encoders/clip.pt@v1', "
+        "offset: 'hf://SoyeonHH/TextME/offsets/clip_coco'}")))
+    assert hub.encoders["img"].released.head == "hf://SoyeonHH/TextME/projections/target_encoders/clip.pt@v1"
+    assert config_from_dict(config_to_dict(hub)) == hub
+
+
+def test_train_false_needs_no_training_captions_nor_offsets_of_its_own(tmp_path):
+    text = RELEASED.replace("    train_on: [caps]\n", "    train: false\n    normalize: false\n")
+    cfg = load_config(write(tmp_path, text))
+    entry = cfg.encoders["img"]
+    assert entry.train_on == () and not entry.train and not entry.normalize
+    assert entry.offset_dataset is None and not entry.own_offsets  # released offsets: no item sample
+    assert config_from_dict(config_to_dict(cfg)) == cfg  # the snapshot keeps the meaning
+    from tasks.validate import pivot_datasets, text_datasets, used_datasets
+
+    assert used_datasets(cfg) == [] and pivot_datasets(cfg) == [] and text_datasets(cfg, "img") == []
+    # our own offsets too, when asked for; a released head without released offsets needs them
+    asked = load_config(write(tmp_path, text.replace("    train: false\n", "    train: false\n    offset_dataset: caps\n")))
+    assert asked.encoders["img"].own_offsets and text_datasets(asked, "img") == ["caps"]
+    head_only = load_config(write(tmp_path, text.replace(", offset: offsets/img_caps", "").replace(
+        "    train: false\n", "    train: false\n    offset_dataset: caps\n")))
+    assert head_only.encoders["img"].released.offset is None and head_only.encoders["img"].own_offsets
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("    train_on: [caps]\n", "    train: false\n",
+         "encoders.img.train: false needs released.head (a head to evaluate with)"),
+        ("    train_on: [caps]\n", "",
+         "encoders.img.train_on: required field is missing (or set train: false to use only released.head)"),
+        ("    train_on: [caps]\n", "    train: false\n    released: {head: h.pt}\n",
+         "encoders.img.offset_dataset: required when train is false and released.offset is not given"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {offset: o}\n",
+         "encoders.img.released.head: required field is missing"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: 'hf://SoyeonHH/TextME'}\n",
+         "encoders.img.released.head: expected hf://<owner>/<repo>/<path in repo>[@revision]"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    normalize: no-thanks\n",
+         "encoders.img.normalize: expected bool"),
+        ("    train_on: [caps]\n", "    train_on: [caps]\n    released: {head: h.pt, ofset: o}\n",
+         "encoders.img.released.ofset: unknown field (known: head, offset); did you mean 'offset'?"),
+    ],
+)
+def test_released_config_errors_name_the_field(tmp_path, old, new, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace(old, new)))
+    assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------- benchmark entries, metrics
+
+def test_benchmark_entry_instead_of_a_manifest(tmp_path):
+    text = BASE.replace("    manifest: ${config_dir}/eval/ret.jsonl\n",
+                        "    benchmark: {name: flickr30k, root: data/flickr30k, split: test}\n    metrics: official\n")
+    cfg = load_config(write(tmp_path, text))
+    spec = cfg.evaluation[0]
+    assert spec.manifest is None and spec.fields["metrics"] == "official"
+    assert spec.benchmark == {"name": "flickr30k", "root": str(tmp_path / "data" / "flickr30k"), "split": "test",
+                              "items_dir": None, "options": {}}
+    assert spec.inputs_path == str(tmp_path / "data" / "flickr30k")
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    assert load_config(write(tmp_path, BASE)).evaluation[0].fields["metrics"] == "paper"  # the default
+
+
+@pytest.mark.parametrize(
+    "new, message",
+    [
+        ("    benchmark: {name: flickr30k, root: r}\n    manifest: m.jsonl\n",
+         "evaluation.ret.manifest: give exactly one of manifest (a JSONL file) or benchmark"),
+        ("", "evaluation.ret.manifest: give exactly one of manifest (a JSONL file) or benchmark"),
+        ("    benchmark: {name: flickr30k}\n", "evaluation.ret.benchmark.root: required field is missing"),
+        ("    manifest: m.jsonl\n    metrics: offical\n", "evaluation.ret.metrics: must be one of paper, official"),
+    ],
+)
+def test_benchmark_and_metrics_errors(tmp_path, new, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace("    manifest: ${config_dir}/eval/ret.jsonl\n", new)))
+    assert message in str(info.value)

@@ -2,7 +2,11 @@
 
 An encoder has named *towers*: "text" (captions), "modal" (files of its modality) and,
 for a pivot LLM embedder, "query" (texts wrapped in its retrieval instruction). Each
-tower maps a list of inputs to float32 rows of unit length. `identity(tower)` is a small
+tower maps a list of inputs to float32 rows of unit length, or, with `normalize` off
+(`get_encoder(name, normalize=False)`), to the model's own outputs as its library returns
+them: what the official TextME wrappers centre for some encoders (raw open_clip
+features). The identity then says `"normalisation": "none"`, so raw and unit vectors
+never share a cache namespace. `identity(tower)` is a small
 JSON-able dict of everything that changes that tower's output and nothing that does not
 (device, batch size, progress): the embedding cache keys its namespaces on it, so it
 must be cheap and must never load weights.
@@ -62,6 +66,7 @@ class Encoder(ABC):
     name: str = ""  # the registry name it was created under (set by get_encoder)
     modality: str | None = None
     towers: tuple[str, ...] = ("text", "modal")
+    normalize: bool = True  # False: outputs as the model gives them (set_normalize)
 
     def __init__(self, *, device: str = "auto", batch_size: int | None = None) -> None:
         if batch_size is not None and int(batch_size) < 1:
@@ -105,6 +110,13 @@ class Encoder(ABC):
     def device(self) -> str:
         return resolve_device(self._device_option)
 
+    def set_normalize(self, normalize: bool) -> "Encoder":
+        """Unit rows (True, the default) or the model's own outputs (False); returns self."""
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        self.normalize = normalize
+        return self
+
     def identity(self, tower: str) -> dict[str, Any]:
         self._check_tower(tower)
         ident: dict[str, Any] = {
@@ -113,11 +125,13 @@ class Encoder(ABC):
             "tower": tower,
         }
         ident.update(self._identity(tower))
+        if not self.normalize:  # unit-norm identities stay as they were: no cache is orphaned
+            ident["normalisation"] = "none"
         return ident
 
     def encode(self, tower: str, inputs: Any, *, batch_size: int | None = None,
                progress: bool = False) -> np.ndarray:
-        """float32 [n, dim], rows L2-normalised, in the order of `inputs`."""
+        """float32 [n, dim] in the order of `inputs`; rows L2-normalised unless `normalize` is off."""
         self._check_tower(tower)
         items = check_texts(inputs) if tower in TEXT_TOWERS else check_items(inputs)
         if batch_size is not None and int(batch_size) < 1:
@@ -160,7 +174,7 @@ class Encoder(ABC):
         zero = np.flatnonzero(norms[:, 0] == 0)
         if zero.size:
             raise RuntimeError(f"{label}: zero vector for items {zero[:5].tolist()}")
-        return vecs / norms
+        return vecs / norms if self.normalize else vecs
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}, "

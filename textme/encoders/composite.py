@@ -81,6 +81,13 @@ class CompositeEncoder(Encoder):
             parts.append((tower, spec["encoder"], spec.get("options") or {}))
         return parts
 
+    def set_normalize(self, normalize: bool) -> "CompositeEncoder":
+        """The parts' outputs are the composite's: the setting goes to every part."""
+        super().set_normalize(normalize)
+        for enc, _ in self.parts.values():
+            enc.set_normalize(normalize)
+        return self
+
     def identity(self, tower: str) -> dict[str, Any]:
         self._check_tower(tower)
         enc, source_tower = self.parts[tower]

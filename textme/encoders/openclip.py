@@ -239,7 +239,7 @@ class OpenClipEncoder(Encoder):
 
         tokens = self._tokenizer(texts).to(self.device)
         with torch.inference_mode():
-            return self._model.encode_text(tokens, normalize=True).float().cpu().numpy()
+            return self._model.encode_text(tokens, normalize=self.normalize).float().cpu().numpy()
 
     def _image_batch(self, paths: list[str]) -> np.ndarray:
         import torch
@@ -247,7 +247,7 @@ class OpenClipEncoder(Encoder):
         pixels = torch.stack([self._preprocess(load_image(p)) for p in paths])
         pixels = pixels.to(self.device, dtype=torch_dtype(self.dtype))
         with torch.inference_mode():
-            return self._model.encode_image(pixels, normalize=True).float().cpu().numpy()
+            return self._model.encode_image(pixels, normalize=self.normalize).float().cpu().numpy()
 
 
 def _preset(model: str, pretrained: str, modality: str, towers: Sequence[str] = ("text", "modal")):

@@ -135,8 +135,12 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
             raise OptionError(f"{path}.options.{err.path}", err.reason) from None
 
 
-def get_encoder(name: str, **options: Any) -> Encoder:
-    """Create the encoder registered as `name` with `options`; weights load lazily."""
+def get_encoder(name: str, *, normalize: bool = True, **options: Any) -> Encoder:
+    """Create the encoder registered as `name` with `options`; weights load lazily.
+
+    `normalize` (every encoder takes it; not passed to the factory): False keeps the
+    model's own output vectors instead of unit rows (`Encoder.set_normalize`).
+    """
     factory, origin = _factory(name)
     _check_options(name, factory, options)
     enc = factory(**options)
@@ -144,4 +148,4 @@ def get_encoder(name: str, **options: Any) -> Encoder:
         raise TypeError(f"encoder {name!r} ({origin}) returned {type(enc).__name__}, "
                         f"not a textme.encoders.Encoder")
     enc.name = name
-    return enc
+    return enc.set_normalize(normalize)
