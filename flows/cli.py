@@ -116,15 +116,43 @@ def _run_rows(cfg: Any, run_id: str) -> list[dict[str, Any]]:
     return [r for r in table.to_pylist() if r["run_id"] == run_id]
 
 
-def _run_flow(flow_obj: Any, cfg: Any, kwargs: dict[str, Any]) -> Any:
-    """Run a flow; a failure prints its root cause in one line and exits 1."""
+def _damaged_line(err: Any, config: Path) -> str:
+    """A damaged cache segment, and the command that drops it (its vectors are then
+    missing, and the next run recomputes them)."""
+    return (f"cache segment {err.segment_id} of namespace {err.namespace} is damaged ({err.problem}); "
+            f"drop it with `textme cache verify --quarantine {config}` and run again (its vectors are recomputed)")
+
+
+def _failure_line(exc: Any, config: Path) -> str:
+    """One line for a failed flow: the first failing stage's own error (tasks/failures.py)."""
+    from storage.errors import DamagedSegmentError
+    from tasks.failures import StageFailed, describe_error, root_error
+
+    if isinstance(exc, StageFailed):
+        root = root_error(exc)
+        stage = exc
+        while isinstance(stage.error, StageFailed):  # refresh -> pipeline
+            stage = stage.error
+        return stage.describe(_damaged_line(root, config) if isinstance(root, DamagedSegmentError) else None)
+    if isinstance(exc, DamagedSegmentError):
+        return _damaged_line(exc, config)
+    return describe_error(exc)
+
+
+def _run_flow(flow_obj: Any, cfg: Any, config: Path, kwargs: dict[str, Any]) -> Any:
+    """Run a flow; a failure prints its root cause in one line (the failing stage's task
+    run name, then its error) and exits 1; a user error found inside the flow exits 2."""
     state = flow_obj(**kwargs, return_state=True)
     if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
-        message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message)
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as err:  # a result that cannot be read back
+            exc = err
+        if not isinstance(exc, BaseException):
+            _fail(f"{cfg.name}: run failed: {state.message}", EXIT_RUN_FAILED)
         if isinstance(exc, _user_errors()):
             _fail(str(exc))
-        _fail(f"{cfg.name}: run failed: {message}", EXIT_RUN_FAILED)
+        _fail(f"{cfg.name}: run failed: {_failure_line(exc, config)}", EXIT_RUN_FAILED)
     return state
 
 
@@ -145,7 +173,7 @@ def run(
     from flows.pipeline import pipeline
 
     task_runner = make_runner(runner, workers=dask_workers if runner == "dask" else threads, address=dask_address)
-    state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, {"config": str(config)})
+    state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, config, {"config": str(config)})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
         out.print(_results_table(rows, f"TextME results: {cfg.name}"))
@@ -166,7 +194,7 @@ def evaluate_cmd(
             _fail(f"{config}: unknown evaluation {name!r} (known: {', '.join(known) or 'none'})")
     from flows.evaluate import evaluate_only
 
-    state = _run_flow(evaluate_only, cfg, {"config": str(config), "evaluations": only or None})
+    state = _run_flow(evaluate_only, cfg, config, {"config": str(config), "evaluations": only or None})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
         out.print(_results_table(rows, f"TextME evaluation: {cfg.name}"))
@@ -181,7 +209,7 @@ def refresh(
     cfg = _load(config, check_inputs=True)
     from flows.refresh import refresh as refresh_flow
 
-    state = _run_flow(refresh_flow, cfg, {"config": str(config), "force": force})
+    state = _run_flow(refresh_flow, cfg, config, {"config": str(config), "force": force})
     result = state.result()
     out.print(f"changed: {', '.join(result['changed']) or 'nothing'}; pipeline ran: {result['ran']}")
 
@@ -275,10 +303,14 @@ def search(
     cfg = _load(config)
     from tasks.search import search_corpora
 
+    from storage.errors import DamagedSegmentError
+
     try:
         hits, stand_in = search_corpora(cfg, text, modality=modality, k=k)
     except _user_errors() as exc:
         _fail(str(exc))
+    except DamagedSegmentError as exc:
+        _fail(f"search: {_damaged_line(exc, config)}", EXIT_RUN_FAILED)
     from tasks.results import STAND_IN_NOTE
 
     table = Table(title=f"{text!r}", caption=STAND_IN_NOTE if stand_in else None, caption_style="bold yellow")

@@ -23,6 +23,7 @@ from tasks.config import PipelineConfig, config_to_dict, load_config
 from tasks.demo_assets import prepare_demo_assets
 from tasks.embed import embed_items, embed_texts
 from tasks.evaluate import evaluate
+from tasks.failures import result_or_first_failure
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
@@ -91,7 +92,9 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         t_evaluate.submit(snapshot, spec.name, {e: heads[e] for e in spec.encoders()}, pivot)
         for spec in cfg.evaluation
     ]
-    return write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    results = write_results.submit(snapshot, evaluations, heads, config_fp)
+    # A failed stage is reported as itself, not as the PENDING stages after it.
+    return result_or_first_failure(results, [captions, pivot, text, modal, offsets, heads, evaluations])
 
 
 @flow(name="textme-pipeline", log_prints=True)

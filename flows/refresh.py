@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.pipeline import pipeline
 from tasks.common import logger
 from tasks.config import load_config
+from tasks.failures import name_failure
 from tasks.sources import source_fingerprint
 from tasks.validate import used_datasets
 from tasks.workspace import Workspace, atomic_write_text, read_json
@@ -26,7 +27,8 @@ from tasks.workspace import Workspace, atomic_write_text, read_json
 __all__ = ["refresh", "fingerprint_sources", "changed_sources"]
 
 
-@task(name="fingerprint-sources", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 30])
+@task(name="fingerprint-sources", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 30],
+      on_failure=[name_failure])
 def fingerprint_sources(config: str) -> dict[str, Any]:
     """{dataset: source fingerprint} of every dataset the pipeline ingests."""
     cfg = load_config(config)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import keys
 from tasks.common import current_run_id, logger, now, open_tables
 from tasks.config import PipelineConfig
+from tasks.failures import name_failure
 from tasks.workspace import Workspace
 
 __all__ = [
@@ -136,7 +137,8 @@ def _publish(cfg: PipelineConfig, rows: list[dict[str, Any]], heads: dict[str, A
                              description=f"TextME training curves for {cfg.name}{suffix}")
 
 
-@task(name="results", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10])
+@task(name="results", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10],
+      on_failure=[name_failure])
 def write_results(config: str, evaluations: list[dict[str, Any]], heads: dict[str, Any],
                   config_fp: str) -> dict[str, Any]:
     """Prefect task (not cached: every run records its rows): write results, rebuild the
