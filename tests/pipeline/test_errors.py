@@ -1,0 +1,205 @@
+"""A failed run says why in its last line: the failing stage's task run name and its own
+error (a file, a damaged segment), never a downstream `PENDING`; undecodable items fail
+naming the file, or are skipped and counted with `on_bad_item: skip`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from flows.cli import app
+from tasks.config import load_config
+from tests.pipeline.helpers import rows, run_pipeline, write_mini_config
+
+TEXTME = str(Path(sys.executable).parent / "textme")
+N_ITEMS = 24
+
+
+def invoke(*args) -> tuple[int, str]:
+    """(exit status, stderr) of a `textme` command run in this process.
+
+    Not typer's CliRunner: it closes its captured streams afterwards, and Prefect's log
+    handler, set up during a flow run inside it, would then write to a closed file."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = app([str(a) for a in args], standalone_mode=False)
+    return (code if isinstance(code, int) else 0), err.getvalue()
+
+
+def one_encoder_config(tmp_path: Path, assets: Path, modality: str = "image", **dataset_options) -> Path:
+    """A mini config with one toy encoder, one retrieval evaluation, and an items folder
+    of its own (N_ITEMS files, all sampled) that a test may damage."""
+    config = write_mini_config(tmp_path / "cfg", assets, epochs=2, n_eval=10, name=f"one-{modality}")
+    data = yaml.safe_load(config.read_text())
+    enc, ds = f"toy_{modality}", f"scenes_{modality}"
+    data["encoders"] = {enc: data["encoders"][enc]}
+    data["datasets"] = {ds: {**data["datasets"][ds], **dataset_options}}
+    items = config.parent / "items"
+    items.mkdir()
+    for path in sorted((assets / "items" / modality).iterdir())[:N_ITEMS]:
+        shutil.copy(path, items / path.name)
+    data["datasets"][ds]["items"] = str(items)
+    data["offsets"]["n_samples"] = 5000
+    data["training"]["ablate_centring"] = False
+    if modality == "image":
+        data["evaluation"] = [e for e in data["evaluation"] if e["name"] == "image_retrieval"]
+    else:
+        data["evaluation"] = []
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config
+
+
+def items_of(config: Path) -> list[Path]:
+    cfg = load_config(config)
+    return sorted(Path(next(iter(cfg.datasets.values())).items).iterdir())
+
+
+def not_a_png(path: Path) -> None:
+    path.write_bytes(b"this is not an image\n")
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# --------------------------------------------------------------------------- the failing stage, named
+
+
+def test_undecodable_png_fails_the_run_with_one_line_naming_the_file(tmp_path, assets, subprocess_env):
+    """The real command, as a user runs it: the last line is the stage's own error."""
+    config = one_encoder_config(tmp_path, assets)
+    bad = items_of(config)[5]
+    not_a_png(bad)
+    proc = subprocess.run([TEXTME, "run", str(config)], capture_output=True, text=True, env=subprocess_env,
+                          timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"error: one-image: run failed: embed-toy_image-modal: toy image encoder: {bad}: not a PNG file"
+    assert "PENDING" not in last and "UnfinishedRun" not in proc.stderr
+
+
+def test_truncated_wav_fails_the_run_naming_the_file(tmp_path, assets, prefect_api):
+    config = one_encoder_config(tmp_path, assets, modality="audio")
+    bad = items_of(config)[3]
+    truncate(bad)
+    code, stderr = invoke("run", config)
+    assert code == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: one-audio: run failed: embed-toy_audio-modal: toy audio encoder: {bad}: "
+                           f"truncated WAV file ("), last
+
+
+def test_on_bad_item_skip_leaves_them_out_counts_and_names_them(tmp_path, assets, prefect_api):
+    config = one_encoder_config(tmp_path, assets, on_bad_item="skip")
+    items = items_of(config)
+    not_a_png(items[2])
+    truncate(items[7])
+    run_id = run_pipeline(config)  # completes
+    cfg = load_config(config)
+
+    logged = [r for r in rows(cfg, "embed_log", run_id) if r["stage"].startswith("embed_items-")]
+    assert len(logged) == 1
+    assert logged[0]["n_skipped"] == 2 and logged[0]["skipped"].splitlines() == [str(items[2]), str(items[7])]
+    assert logged[0]["n_requested"] == N_ITEMS and logged[0]["n_computed"] == N_ITEMS - 2
+    [offset] = rows(cfg, "offsets", run_id)
+    assert offset["n_modal"] == N_ITEMS - 2  # mu_modal from the decodable items only
+    assert rows(cfg, "results", run_id)
+
+    # The damaged items are named in the stage's manifest too; a warm run is all cache hits.
+    from tasks.workspace import Workspace
+
+    manifests = [m for _, m in Workspace.of(cfg).stage_manifests() if m.get("stage") == "embed_items"]
+    assert [m["skipped"] for m in manifests] == [[str(items[2]), str(items[7])]]
+    warm = run_pipeline(config)
+    assert all(r["n_computed"] == 0 for r in rows(cfg, "embed_log", warm))
+
+
+def test_a_failure_after_retries_names_the_task_run_and_a_retried_success_is_not_blamed(prefect_api):
+    """The flow walks its futures: earliest failed stage first, the others listed; a stage
+    that failed once and then succeeded on retry is not reported."""
+    from prefect import flow, task
+
+    from tasks.failures import StageFailed, name_failure, result_or_first_failure
+
+    attempts: dict[str, int] = {}
+
+    @task(task_run_name="flaky-{x}", retries=1, retry_delay_seconds=0, on_failure=[name_failure])
+    def flaky(x: str) -> str:
+        attempts[x] = attempts.get(x, 0) + 1
+        if attempts[x] == 1:
+            raise ConnectionError(f"{x}: dropped once")
+        return x
+
+    @task(task_run_name="broken-{x}", retries=1, retry_delay_seconds=0, on_failure=[name_failure])
+    def broken(x: str) -> str:
+        raise OSError(f"disk full while writing {x}")
+
+    @task(task_run_name="late-{x}", on_failure=[name_failure])
+    def late(x: str, *after) -> str:
+        raise RuntimeError(f"{x} failed too")
+
+    @task
+    def join(*parts: str) -> str:
+        return "+".join(parts)
+
+    @flow
+    def dag() -> str:
+        a = flaky.submit("a")
+        b = broken.submit("b")
+        c = late.submit("c", a)
+        return result_or_first_failure(join.submit(a, b, c), [a, b, c])
+
+    state = dag(return_state=True)
+    assert state.is_failed()
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, StageFailed)
+    assert exc.task_run == "broken-b" and isinstance(exc.error, OSError)
+    assert str(exc) == "broken-b: OSError: disk full while writing b (also failed: late-c)"
+    assert attempts == {"a": 2}
+
+
+# --------------------------------------------------------------------------- a damaged cache segment
+
+
+def flip_vector_bytes(cfg, encoder: str) -> list[str]:
+    """Flip one byte inside the vectors of every segment of an encoder's modal namespace."""
+    from tasks import keys
+
+    ns = keys.namespace_id(keys.encoder_identity(cfg, encoder, "modal"))
+    segments = sorted((Path(cfg.cache) / "namespaces" / ns / "segments").iterdir())
+    for seg in segments:
+        chunk = seg / "vectors" / "c" / "0" / "0"
+        data = bytearray(chunk.read_bytes())
+        data[100] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+    return [s.name for s in segments]
+
+
+def test_damaged_segment_is_one_line_with_the_repair_command(tmp_path, assets, prefect_api):
+    config = one_encoder_config(tmp_path, assets)
+    run_pipeline(config)
+    cfg = load_config(config)
+    damaged = flip_vector_bytes(cfg, "toy_image")
+    manifest = Path(cfg.evaluation[0].manifest)  # one row less: the evaluation must read vectors again
+    manifest.write_text("\n".join(manifest.read_text().splitlines()[:-1]) + "\n")
+    repair = f"drop it with `textme cache verify --quarantine {config}` and run again"
+
+    for command in ("evaluate", "run"):
+        code, stderr = invoke(command, config)
+        assert code == 1, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: one-image: run failed: evaluate-image_retrieval: cache segment "), last
+        assert any(f"segment {s} of namespace" in last for s in damaged) and repair in last, last
+        assert "PENDING" not in last
+
+    code, stderr = invoke("search", config, "a red dog")
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: search: cache segment ") and repair in lines[0], lines
