@@ -265,6 +265,12 @@ class DatasetSpec(_Model):
     modality: StrictStr | None = Field(None, description="A label (`textme search --modality` filters on it).")
     items: Annotated[LocalPath | None, BeforeValidator(lambda v: v or None)] = Field(
         None, description="Folder of modal item files (needed by an encoder's offset_dataset).")
+    on_bad_item: Literal["fail", "skip"] = Field(
+        "fail", description="An item of `items` that cannot be decoded: fail (the run stops, naming the "
+                            "file) or skip (left out, counted and named in the log and embed_log).")
+    on_duplicate_id: Literal["keep", "first", "fail"] = Field(
+        "keep", description="Rows sharing an id with different texts: keep all (a warning names them), "
+                            "first (keep the first row of each id) or fail.")
 
     @property
     def is_hub(self) -> bool:

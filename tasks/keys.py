@@ -208,6 +208,7 @@ def ingest_key(cfg: PipelineConfig, dataset: str) -> str:
             "source": source_fingerprint(spec),
             "text_column": spec.text_column,
             "id_column": spec.id_column,
+            "on_duplicate_id": spec.on_duplicate_id,
         },
     )
 
@@ -226,10 +227,12 @@ def embed_items_key(cfg: PipelineConfig, encoder: str) -> str:
     from tasks.inputs import sample_items
 
     entry = cfg.encoders[encoder]
-    sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
+    spec = cfg.datasets[entry.offset_dataset]
+    sample = sample_items(spec.items, cfg.offsets.n_samples, cfg.offsets.seed)
     return stage_key(
         "embed_items",
-        {"namespace": namespace_id(encoder_identity(cfg, encoder, "modal")), "items": sample.fingerprint},
+        {"namespace": namespace_id(encoder_identity(cfg, encoder, "modal")), "items": sample.fingerprint,
+         "on_bad_item": spec.on_bad_item},
     )
 
 

@@ -67,7 +67,7 @@ def test_hub_source_is_kept_and_parsed(tmp_path):
     "old, new, message",
     [
         ("    text_column: caption", "    text_colum: caption",
-         "datasets.caps.text_colum: unknown field (known: source, text_column, id_column, modality, items)"),
+         "datasets.caps.text_colum: unknown field (known: source, text_column, id_column, modality, items, on_bad_item, on_duplicate_id)"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epochs: two}", "training.epochs: expected int, got str 'two'"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epochs: 2, batch_size: 1}", "training.batch_size: must be >= 2"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epoch: 2}", "training.epoch: unknown field (known: epochs"),
@@ -239,7 +239,8 @@ def test_model_errors_are_one_line_with_the_dotted_field(tmp_path, old, new, mes
     [
         ("top", "nme: x", ["name", "workdir", "cache", "demo", "pivot", "encoders", "datasets", "offsets",
                            "training", "evaluation"]),
-        ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items"]),
+        ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items", "on_bad_item",
+                                               "on_duplicate_id"]),
     ],
 )
 def test_unknown_field_lists_every_known_field_of_its_section(tmp_path, section, yaml_key, known):
