@@ -156,6 +156,7 @@ def _source(value: str, info: ValidationInfo) -> str:
 # relative values resolve against the config's folder, like every other path in it.
 _PATH_OPTIONS = ("path", "checkpoint", "text", "modal")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+_LOCAL_DIR = "local-dir:"
 
 
 def _option_paths(options: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
@@ -167,6 +168,8 @@ def _option_paths(options: Mapping[str, Any], config_dir: Path) -> dict[str, Any
             key in _PATH_OPTIONS or (key == "pretrained" and value.endswith(_WEIGHT_SUFFIXES))
         ):
             value = _resolve_path(value, config_dir)
+        elif key == "model" and isinstance(value, str) and value.startswith(_LOCAL_DIR):  # open_clip's folder form
+            value = _LOCAL_DIR + _resolve_path(value[len(_LOCAL_DIR):], config_dir)
         out[key] = value
     return out
 

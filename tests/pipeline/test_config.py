@@ -167,6 +167,16 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
     assert config_from_dict(config_to_dict(cfg)) == cfg  # already absolute: unchanged
 
 
+def test_open_clip_local_dir_model_resolves_against_the_config_folder(tmp_path):
+    text = BASE.replace("    encoder: toy\n    options: {modality: image, tower_seed: 1}\n",
+                        "    encoder: open-clip\n    options: {model: 'local-dir:models/siglip'}\n")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.encoders["img"].options == {"model": f"local-dir:{tmp_path / 'models' / 'siglip'}"}
+    hub = BASE.replace("    encoder: toy\n    options: {modality: image, tower_seed: 1}\n",
+                       "    encoder: open-clip\n    options: {model: 'hf-hub:timm/ViT-B-16-SigLIP'}\n")
+    assert load_config(write(tmp_path, hub)).encoders["img"].options == {"model": "hf-hub:timm/ViT-B-16-SigLIP"}
+
+
 # --------------------------------------------------------------------------- pydantic models
 
 
