@@ -11,7 +11,8 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
       offsets/<fp>/         mu_text / mu_modal (textme.offsets.save_offset)
       projections/<fp>.pt   trained heads (textme.save_projection)
       prefect/results/      Prefect's persisted task results and cache records
-      refresh/sources.json  caption source fingerprints seen by the last refresh
+      refresh/<fp>.json     caption source fingerprints seen by the last refresh of the
+                            config with fingerprint <fp>
       demo/                 embedded demo assets (demo.assets.prepare_demo)
 """
 
@@ -57,9 +58,9 @@ class Workspace:
     def prefect_results(self) -> Path:
         return self.root / "prefect" / "results"
 
-    @property
-    def refresh_state(self) -> Path:
-        return self.root / "refresh" / "sources.json"
+    def refresh_state(self, config_fp: str) -> Path:
+        """What the last successful refresh of one config (by content) saw of its sources."""
+        return self.root / "refresh" / f"{config_fp}.json"
 
     @property
     def demo(self) -> Path:

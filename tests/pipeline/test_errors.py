@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from flows.cli import app
 from tasks.config import load_config
-from tests.pipeline.helpers import rows, run_pipeline, write_mini_config
+from tests.pipeline.helpers import N_ITEMS, one_encoder_config, rows, run_pipeline
 
 TEXTME = str(Path(sys.executable).parent / "textme")
-N_ITEMS = 24
 
 
 def invoke(*args) -> tuple[int, str]:
@@ -30,29 +26,6 @@ def invoke(*args) -> tuple[int, str]:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = app([str(a) for a in args], standalone_mode=False)
     return (code if isinstance(code, int) else 0), err.getvalue()
-
-
-def one_encoder_config(tmp_path: Path, assets: Path, modality: str = "image", **dataset_options) -> Path:
-    """A mini config with one toy encoder, one retrieval evaluation, and an items folder
-    of its own (N_ITEMS files, all sampled) that a test may damage."""
-    config = write_mini_config(tmp_path / "cfg", assets, epochs=2, n_eval=10, name=f"one-{modality}")
-    data = yaml.safe_load(config.read_text())
-    enc, ds = f"toy_{modality}", f"scenes_{modality}"
-    data["encoders"] = {enc: data["encoders"][enc]}
-    data["datasets"] = {ds: {**data["datasets"][ds], **dataset_options}}
-    items = config.parent / "items"
-    items.mkdir()
-    for path in sorted((assets / "items" / modality).iterdir())[:N_ITEMS]:
-        shutil.copy(path, items / path.name)
-    data["datasets"][ds]["items"] = str(items)
-    data["offsets"]["n_samples"] = 5000
-    data["training"]["ablate_centring"] = False
-    if modality == "image":
-        data["evaluation"] = [e for e in data["evaluation"] if e["name"] == "image_retrieval"]
-    else:
-        data["evaluation"] = []
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    return config
 
 
 def items_of(config: Path) -> list[Path]:
