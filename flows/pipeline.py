@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from tasks.common import now, with_workspace
+from tasks.common import logger, now, with_workspace
 from tasks.config import PipelineConfig, config_to_dict, load_config
 from tasks.demo_assets import prepare_demo_assets
 from tasks.embed import embed_items, embed_texts
@@ -52,6 +52,10 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
         prepare_demo_assets(cfg.workdir)
     preflight(cfg, assets_ready=True)
     config_fp = config_fingerprint(cfg)
+    removed = Workspace.of(cfg).remove_stale_temp_files()
+    if removed:
+        logger().info("removed %d temporary files a killed run left behind (%s)", len(removed),
+                      ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
     return cfg, write_snapshot(cfg, config_fp), config_fp
 
 

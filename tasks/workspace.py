@@ -21,11 +21,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Workspace", "atomic_write_text", "read_json"]
+__all__ = ["Workspace", "atomic_write_text", "read_json", "TEMP_GRACE_S"]
+
+#: A temporary file of `atomic_write_text` older than this is a killed writer's leftover
+#: (a live writer holds one for the milliseconds of a write and an fsync).
+TEMP_GRACE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,22 @@ class Workspace:
                 yield path, read_json(path)
             except ValueError:  # half-written by a killed writer of an older version
                 continue
+
+    def remove_stale_temp_files(self, grace_s: float = TEMP_GRACE_S) -> list[Path]:
+        """Delete the `.<name>.<random>.tmp` files `atomic_write_text` left behind when
+        its process was killed mid-write, in the folders it writes to; files younger
+        than `grace_s` may belong to a writer still at work and are kept."""
+        cutoff = time.time() - grace_s
+        removed = []
+        for folder in (self.manifests, self.configs, self.root / "refresh"):
+            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path)
+                except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                    continue
+        return removed
 
     def offset_dir(self, fp: str) -> Path:
         return self.root / "offsets" / fp

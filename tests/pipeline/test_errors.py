@@ -176,3 +176,27 @@ def test_damaged_segment_is_one_line_with_the_repair_command(tmp_path, assets, p
     assert code == 1
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: search: cache segment ") and repair in lines[0], lines
+
+
+# --------------------------------------------------------------------------- a killed run's leftovers
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_run(tmp_path, assets, prefect_api):
+    import os
+    import time
+
+    from tasks.workspace import TEMP_GRACE_S, Workspace
+
+    config = one_encoder_config(tmp_path, assets, evaluation=False)
+    run_pipeline(config)
+    ws = Workspace.of(load_config(config))
+    old = [ws.manifests / ".embed-abc.json.k3j2.tmp", ws.configs / ".f00.json.x1.tmp"]
+    fresh = ws.manifests / ".train-def.json.q9.tmp"  # a writer still at work, maybe
+    for path in (*old, fresh):
+        path.write_text('{"half": ')
+    long_ago = time.time() - TEMP_GRACE_S - 60
+    for path in old:
+        os.utime(path, (long_ago, long_ago))
+    run_pipeline(config)
+    assert not any(p.exists() for p in old) and fresh.exists()
+    assert list(ws.manifests.glob(".*.tmp")) == [fresh]
