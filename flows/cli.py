@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 # Before Prefect is imported anywhere: no usage analytics from a server the CLI starts.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -88,21 +88,34 @@ def _stand_in_caption(rows: list[dict[str, Any]]) -> str | None:
     return STAND_IN_NOTE if any(r.get("stand_in") for r in rows) else None
 
 
-def _results_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """One line per (evaluation, direction, metric); one column per variant."""
-    variants = [v for v in ("textme", "uncentred", "native", "chance") if any(r["variant"] == v for r in rows)]
-    grouped: dict[tuple, dict[str, float]] = {}
-    for r in rows:
-        target = r["target_encoder"]
-        grouped.setdefault((r["eval_name"], r["task"], target, r["metric"]), {})[r["variant"]] = r["value"]
-    table = Table(title=title, caption=_stand_in_caption(rows), caption_style="bold yellow")
-    for col in ("evaluation", "task", "encoder", "metric"):
-        table.add_column(col, no_wrap=True)
-    for v in variants:
-        table.add_column(v, justify="right")
-    for (evaluation, task, target, metric), values in grouped.items():
-        cells = [f"{values[v]:.2f}" if v in values else "" for v in variants]
-        table.add_row(evaluation, task, target, metric, *cells)
+def _results_table(rows: list[dict[str, Any]], title: str, evaluations: Sequence[str] = ()) -> Table:
+    """One line per (evaluation, metric), one column per variant (tasks/results.py
+    `results_grid`, the layout of the Prefect artifact too). Narrow enough for 80
+    columns: no vertical rules, an evaluation's task and encoder on its second and third
+    lines, labels that wrap before a number is ever cut."""
+    from rich import box
+
+    from tasks.results import results_grid
+
+    variants, lines = results_grid(rows, evaluations)
+    table = Table(title=title, caption=_stand_in_caption(rows), caption_style="bold yellow",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("evaluation", overflow="fold")
+    table.add_column("metric", overflow="fold")
+    cells = [[("" if line[v] is None else f"{line[v]:.2f}") for v in variants] for line in lines]
+    for i, v in enumerate(variants):  # numbers never shrink: each column as wide as its widest
+        width = max([len(v)] + [len(c[i]) for c in cells])
+        table.add_column(v, justify="right", no_wrap=True, min_width=width)
+    groups: dict[tuple, list[int]] = {}
+    for i, line in enumerate(lines):
+        groups.setdefault((line["evaluation"], line["task"], line["encoder"]), []).append(i)
+    for (evaluation, task, encoder), members in groups.items():
+        labels = [evaluation, f"[dim]{task}[/]", f"[dim]{encoder}[/]"]  # one per line of the group
+        if len(members) < len(labels):
+            labels[len(members) - 1:] = ["\n".join(labels[len(members) - 1:])]
+        for j, i in enumerate(members):
+            table.add_row(labels[j] if j < len(labels) else "", lines[i]["metric"], *cells[i],
+                          end_section=j == len(members) - 1)
     return table
 
 
@@ -176,7 +189,7 @@ def run(
     state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, config, {"config": str(config)})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
-        out.print(_results_table(rows, f"TextME results: {cfg.name}"))
+        out.print(_results_table(rows, f"TextME results: {cfg.name}", [e.name for e in cfg.evaluation]))
     out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query \"SELECT * FROM results\" "
               f"--config {config})")
 
@@ -197,7 +210,7 @@ def evaluate_cmd(
     state = _run_flow(evaluate_only, cfg, config, {"config": str(config), "evaluations": only or None})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
-        out.print(_results_table(rows, f"TextME evaluation: {cfg.name}"))
+        out.print(_results_table(rows, f"TextME evaluation: {cfg.name}", [e.name for e in cfg.evaluation]))
 
 
 @app.command()
