@@ -25,6 +25,7 @@ from tasks.bad_items import SHOWN_SKIPPED, encode_chunk, skipped_summary
 from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, now, open_cache, open_tables, write_manifest
 from tasks.config import PipelineConfig
 from tasks.inputs import InputError, sample_items
+from tasks.progress import stage_progress
 from tasks.workspace import Workspace, atomic_write_text, read_json
 
 __all__ = [
@@ -90,19 +91,21 @@ def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequ
         computed = 0
         step = chunk_size()
         started = time.perf_counter()
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
-            kept, vectors, bad = encode_chunk(enc, tower, chunk, [inputs[first[k]] for k in chunk],
-                                              skip=skipped is not None)
-            if bad:
-                skipped.extend(bad)
-            if kept:
-                computed += ns.put(kept, vectors)
-            if len(missing) > step:  # long encodes: one progress line per committed chunk
-                done = start + len(chunk)
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
-                              label or tower, done, len(missing), rate, (len(missing) - done) / rate)
+        with stage_progress(f"embed {label or tower}", len(missing), "items", long=len(missing) > step) as bar:
+            for start in range(0, len(missing), step):
+                chunk = missing[start : start + step]
+                kept, vectors, bad = encode_chunk(enc, tower, chunk, [inputs[first[k]] for k in chunk],
+                                                  skip=skipped is not None)
+                if bad:
+                    skipped.extend(bad)
+                if kept:
+                    computed += ns.put(kept, vectors)
+                bar.advance(len(chunk))
+                if len(missing) > step:  # long encodes: one progress line per committed chunk
+                    done = start + len(chunk)
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
+                                  label or tower, done, len(missing), rate, (len(missing) - done) / rate)
     return len(first), computed
 
 
