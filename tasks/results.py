@@ -28,7 +28,6 @@ __all__ = [
     "write_results",
     "store_results",
     "record_run",
-    "results_markdown",
     "results_grid",
     "results_table_rows",
     "training_markdown",
@@ -83,10 +82,6 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
     return rows
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.2f}"
-
-
 RESULT_VARIANTS = ("textme", "uncentred", "native", "chance")
 
 
@@ -126,22 +121,6 @@ def results_grid(rows: list[dict[str, Any]], evaluations: Sequence[str] = ()
               "stand_in": grouped[(e, t, enc, m)]["stand_in"]}
              for (e, t, enc, m) in order]
     return variants, lines
-
-
-def results_markdown(cfg: PipelineConfig, rows: list[dict[str, Any]]) -> str:
-    """The results as a markdown table; stand-in numbers are flagged, row by row."""
-    stand_in = any(r["stand_in"] for r in rows)
-    lines = [f"# TextME results: {cfg.name}", ""]
-    if stand_in:
-        lines += [f"> **Stand-in models.** {STAND_IN_NOTE}", ""]
-    lines += ["| evaluation | task | variant | source -> target | metric | value | stand-in |",
-              "|---|---|---|---|---|---:|:---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['eval_name']} | {r['task']} | {r['variant']} | {r['source_encoder']} -> {r['target_encoder']} "
-            f"| {r['metric']} | {_fmt(r['value'])} | {'yes' if r['stand_in'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _sparkline(values: list[float]) -> str:

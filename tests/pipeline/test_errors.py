@@ -200,3 +200,40 @@ def test_a_killed_writers_temporary_files_are_removed_by_the_next_run(tmp_path, 
     run_pipeline(config)
     assert not any(p.exists() for p in old) and fresh.exists()
     assert list(ws.manifests.glob(".*.tmp")) == [fresh]
+
+
+# --------------------------------------------------------------------------- duplicate caption ids
+
+
+def _duplicate_an_id(config: Path) -> tuple[str, int]:
+    """Give caption row 7 the id of row 2 (texts stay different); (that id, rows)."""
+    import json
+
+    source = Path(next(iter(load_config(config).datasets.values())).source)
+    lines = source.read_text().splitlines()
+    first, later = json.loads(lines[2]), json.loads(lines[7])
+    later["caption_id"] = first["caption_id"]
+    lines[7] = json.dumps(later)
+    source.write_text("\n".join(lines) + "\n")
+    return first["caption_id"], len(lines)
+
+
+def test_duplicate_ids_are_kept_and_counted_by_default(tmp_path, assets, prefect_api):
+    from tasks.workspace import Workspace
+
+    config = one_encoder_config(tmp_path, assets, evaluation=False)
+    _, n = _duplicate_an_id(config)
+    run_pipeline(config)
+    cfg = load_config(config)
+    [ingest] = [m for _, m in Workspace.of(cfg).stage_manifests() if m.get("stage") == "ingest"]
+    assert ingest["n_captions"] == n and ingest["n_duplicate_ids"] == 1 and ingest["n_duplicate_id_dropped"] == 0
+
+
+def test_on_duplicate_id_fail_is_one_line_before_anything_is_written(tmp_path, assets):
+    config = one_encoder_config(tmp_path, assets, evaluation=False, on_duplicate_id="fail")
+    caption_id, _ = _duplicate_an_id(config)
+    code, stderr = invoke("run", config)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1, stderr
+    assert f"1 caption id in column 'caption_id' with different texts: '{caption_id}' (rows 2, 7)" in lines[0]
+    assert not Path(load_config(config).workdir).exists()
