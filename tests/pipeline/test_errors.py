@@ -8,6 +8,7 @@ import contextlib
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from flows.cli import app
@@ -116,6 +117,7 @@ def test_a_failure_after_retries_names_the_task_run_and_a_retried_success_is_not
 
     @task(task_run_name="late-{x}", on_failure=[name_failure])
     def late(x: str, *after) -> str:
+        time.sleep(1.5)  # fails after broken-b has failed twice
         raise RuntimeError(f"{x} failed too")
 
     @task
