@@ -29,7 +29,7 @@ import numpy as np
 from demo.formats import ItemFormatError, parse_record
 from demo.world import Scene, World, normalise
 from textme.encoders.base import Encoder
-from textme.encoders.errors import EncoderInputError
+from textme.encoders.errors import BadItemError
 
 # Bump whenever a toy tower's output for the same input and options would change.
 EMBED_CODE_VERSION = "toy-embed-1"
@@ -166,12 +166,12 @@ class ToyEncoder(_ToyBase):
             record = parse_record(data, x)
             scene = Scene.from_dict(record["scene"])
         except OSError as e:
-            raise EncoderInputError(f"{x}: cannot read item ({e.strerror or e})") from e
+            raise BadItemError(x, f"{x}: cannot read item ({e.strerror or e})") from e
         except (ItemFormatError, ValueError) as e:
-            raise EncoderInputError(f"toy {self.modality} encoder: {e}") from e
+            raise BadItemError(x, f"toy {self.modality} encoder: {e}") from e
         if record["modality"] != self.modality:
-            raise EncoderInputError(f"{x}: an item of modality {record['modality']!r}, but this "
-                                    f"toy encoder reads {self.modality} items")
+            raise BadItemError(x, f"{x}: an item of modality {record['modality']!r}, but this "
+                                  f"toy encoder reads {self.modality} items")
         digest = hashlib.sha256(data).hexdigest()  # noise follows the bytes, as the cache key
         latent = self.world.scene_latent(scene, self.modality) + self._noise("modal", digest)
         return a @ latent + gap_modal

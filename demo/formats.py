@@ -58,6 +58,9 @@ def _png_text(data: bytes, path: str) -> dict[str, str]:
     out, pos = {}, 8
     while pos + 8 <= len(data):
         (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        if pos + 12 + length > len(data):
+            raise ItemFormatError(f"{path}: truncated PNG file ({len(data)} bytes; its "
+                                  f"{kind.decode('latin-1')!r} chunk ends at byte {pos + 12 + length})")
         body = data[pos + 8:pos + 8 + length]
         if kind == b"tEXt" and b"\x00" in body:
             k, v = body.split(b"\x00", 1)
@@ -93,6 +96,9 @@ def _wav_comment(data: bytes, path: str) -> str | None:
     pos = 12
     while pos + 8 <= len(data):
         kind, (size,) = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])
+        if pos + 8 + size > len(data):
+            raise ItemFormatError(f"{path}: truncated WAV file ({len(data)} bytes; its "
+                                  f"{kind.decode('latin-1')!r} chunk ends at byte {pos + 8 + size})")
         body = data[pos + 8:pos + 8 + size]
         if kind == b"LIST" and body[:4] == b"INFO":
             sub = 4

@@ -28,7 +28,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 # Before Prefect is imported anywhere: no usage analytics from a server the CLI starts.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -98,23 +98,34 @@ def _stand_in_caption(rows: list[dict[str, Any]]) -> str | None:
     return STAND_IN_NOTE if any(r.get("stand_in") for r in rows) else None
 
 
-def _results_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """One line per (evaluation, direction, metric); one column per variant."""
-    from tasks.evaluate import VARIANTS
+def _results_table(rows: list[dict[str, Any]], title: str, evaluations: Sequence[str] = ()) -> Table:
+    """One line per (evaluation, metric), one column per variant (tasks/results.py
+    `results_grid`, the layout of the Prefect artifact too). Narrow enough for 80
+    columns: no vertical rules, an evaluation's task and encoder on its second and third
+    lines, labels that wrap before a number is ever cut."""
+    from rich import box
 
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    grouped: dict[tuple, dict[str, float]] = {}
-    for r in rows:
-        target = r["target_encoder"]
-        grouped.setdefault((r["eval_name"], r["task"], target, r["metric"]), {})[r["variant"]] = r["value"]
-    table = Table(title=title, caption=_stand_in_caption(rows), caption_style="bold yellow")
-    for col in ("evaluation", "task", "encoder", "metric"):
-        table.add_column(col, no_wrap=True)
-    for v in variants:
-        table.add_column(v, justify="right")
-    for (evaluation, task, target, metric), values in grouped.items():
-        cells = [f"{values[v]:.2f}" if v in values else "" for v in variants]
-        table.add_row(evaluation, task, target, metric, *cells)
+    from tasks.results import results_grid
+
+    variants, lines = results_grid(rows, evaluations)
+    table = Table(title=title, caption=_stand_in_caption(rows), caption_style="bold yellow",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("evaluation", overflow="fold")
+    table.add_column("metric", overflow="fold")
+    cells = [[("" if line[v] is None else f"{line[v]:.2f}") for v in variants] for line in lines]
+    for i, v in enumerate(variants):  # numbers never shrink: each column as wide as its widest
+        width = max([len(v)] + [len(c[i]) for c in cells])
+        table.add_column(v, justify="right", no_wrap=True, min_width=width)
+    groups: dict[tuple, list[int]] = {}
+    for i, line in enumerate(lines):
+        groups.setdefault((line["evaluation"], line["task"], line["encoder"]), []).append(i)
+    for (evaluation, task, encoder), members in groups.items():
+        labels = [evaluation, f"[dim]{task}[/]", f"[dim]{encoder}[/]"]  # one per line of the group
+        if len(members) < len(labels):
+            labels[len(members) - 1:] = ["\n".join(labels[len(members) - 1:])]
+        for j, i in enumerate(members):
+            table.add_row(labels[j] if j < len(labels) else "", lines[i]["metric"], *cells[i],
+                          end_section=j == len(members) - 1)
     return table
 
 
@@ -128,15 +139,43 @@ def _run_rows(cfg: Any, run_id: str) -> list[dict[str, Any]]:
     return [r for r in table.to_pylist() if r["run_id"] == run_id]
 
 
-def _run_flow(flow_obj: Any, cfg: Any, kwargs: dict[str, Any]) -> Any:
-    """Run a flow; a failure prints its root cause in one line and exits 1."""
+def _damaged_line(err: Any, config: Path) -> str:
+    """A damaged cache segment, and the command that drops it (its vectors are then
+    missing, and the next run recomputes them)."""
+    return (f"cache segment {err.segment_id} of namespace {err.namespace} is damaged ({err.problem}); "
+            f"drop it with `textme cache verify --quarantine {config}` and run again (its vectors are recomputed)")
+
+
+def _failure_line(exc: Any, config: Path) -> str:
+    """One line for a failed flow: the first failing stage's own error (tasks/failures.py)."""
+    from storage.errors import DamagedSegmentError
+    from tasks.failures import StageFailed, describe_error, root_error
+
+    if isinstance(exc, StageFailed):
+        root = root_error(exc)
+        stage = exc
+        while isinstance(stage.error, StageFailed):  # refresh -> pipeline
+            stage = stage.error
+        return stage.describe(_damaged_line(root, config) if isinstance(root, DamagedSegmentError) else None)
+    if isinstance(exc, DamagedSegmentError):
+        return _damaged_line(exc, config)
+    return describe_error(exc)
+
+
+def _run_flow(flow_obj: Any, cfg: Any, config: Path, kwargs: dict[str, Any]) -> Any:
+    """Run a flow; a failure prints its root cause in one line (the failing stage's task
+    run name, then its error) and exits 1; a user error found inside the flow exits 2."""
     state = flow_obj(**kwargs, return_state=True)
     if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
-        message = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message)
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as err:  # a result that cannot be read back
+            exc = err
+        if not isinstance(exc, BaseException):
+            _fail(f"{cfg.name}: run failed: {state.message}", EXIT_RUN_FAILED)
         if isinstance(exc, _user_errors()):
             _fail(str(exc))
-        _fail(f"{cfg.name}: run failed: {message}", EXIT_RUN_FAILED)
+        _fail(f"{cfg.name}: run failed: {_failure_line(exc, config)}", EXIT_RUN_FAILED)
     return state
 
 
@@ -157,10 +196,10 @@ def run(
     from flows.pipeline import pipeline
 
     task_runner = make_runner(runner, workers=dask_workers if runner == "dask" else threads, address=dask_address)
-    state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, {"config": str(config)})
+    state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, config, {"config": str(config)})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
-        out.print(_results_table(rows, f"TextME results: {cfg.name}"))
+        out.print(_results_table(rows, f"TextME results: {cfg.name}", [e.name for e in cfg.evaluation]))
     out.print(f"catalog: {Workspace.of(cfg).catalog}  (textme query {config} \"SELECT * FROM latest_results\")")
     page = Workspace.of(cfg).report_dir(str(state.state_details.flow_run_id)) / "index.html"
     if page.is_file():
@@ -180,10 +219,10 @@ def evaluate_cmd(
             _fail(f"{config}: unknown evaluation {name!r} (known: {', '.join(known) or 'none'})")
     from flows.evaluate import evaluate_only
 
-    state = _run_flow(evaluate_only, cfg, {"config": str(config), "evaluations": only or None})
+    state = _run_flow(evaluate_only, cfg, config, {"config": str(config), "evaluations": only or None})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:
-        out.print(_results_table(rows, f"TextME evaluation: {cfg.name}"))
+        out.print(_results_table(rows, f"TextME evaluation: {cfg.name}", [e.name for e in cfg.evaluation]))
 
 
 @app.command()
@@ -195,7 +234,7 @@ def refresh(
     cfg = _load(config, check_inputs=True)
     from flows.refresh import refresh as refresh_flow
 
-    state = _run_flow(refresh_flow, cfg, {"config": str(config), "force": force})
+    state = _run_flow(refresh_flow, cfg, config, {"config": str(config), "force": force})
     result = state.result()
     out.print(f"changed: {', '.join(result['changed']) or 'nothing'}; pipeline ran: {result['ran']}")
 
@@ -433,10 +472,14 @@ def search(
     cfg = _load(config)
     from tasks.search import search_corpora
 
+    from storage.errors import DamagedSegmentError
+
     try:
         hits, stand_in = search_corpora(cfg, text, modality=modality, k=k)
     except _user_errors() as exc:
         _fail(str(exc))
+    except DamagedSegmentError as exc:
+        _fail(f"search: {_damaged_line(exc, config)}", EXIT_RUN_FAILED)
     from tasks.results import STAND_IN_NOTE
 
     table = Table(title=f"{text!r}", caption=STAND_IN_NOTE if stand_in else None, caption_style="bold yellow")

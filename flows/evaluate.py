@@ -17,6 +17,7 @@ from flows.pipeline import prepare
 from tasks.common import now, with_workspace
 from tasks.config import ConfigError
 from tasks.evaluate import evaluate
+from tasks.failures import result_or_first_failure
 from tasks.plan import replay
 from tasks.results import record_run, write_results
 from tasks.workspace import Workspace
@@ -62,7 +63,7 @@ def evaluate_only(config: str, evaluations: list[str] | None = None) -> dict[str
             heads = heads_for(rep, spec.encoders(), cfg.training.ablate_centring)
             all_heads.update(heads)
             futures.append(t_evaluate.submit(snapshot, name, heads, rep.pivot.manifest if rep.pivot else None))
-        summary = write_results.submit(snapshot, futures, all_heads, config_fp).result()
+        summary = result_or_first_failure(write_results.submit(snapshot, futures, all_heads, config_fp), futures)
     except BaseException:
         record_run(cfg, flow="textme-evaluate", status="failed", config_fp=config_fp, started=started, finished=now())
         raise

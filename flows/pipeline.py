@@ -23,11 +23,12 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from tasks.common import now, with_workspace
+from tasks.common import logger, now, with_workspace
 from tasks.config import PipelineConfig, config_to_dict, load_config
 from tasks.demo_assets import prepare_demo_assets
 from tasks.embed import embed_items, embed_texts
 from tasks.evaluate import evaluate
+from tasks.failures import result_or_first_failure
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
@@ -58,6 +59,10 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
         prepare_demo_assets(cfg.workdir)
     preflight(cfg, assets_ready=True)
     config_fp = config_fingerprint(cfg)
+    removed = Workspace.of(cfg).remove_stale_temp_files()
+    if removed:
+        logger().info("removed %d temporary files a killed run left behind (%s)", len(removed),
+                      ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
     return cfg, write_snapshot(cfg, config_fp), config_fp
 
 
@@ -101,7 +106,9 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         t_evaluate.submit(snapshot, spec.name, {e: heads[e] for e in spec.encoders()}, pivot)
         for spec in cfg.evaluation
     ]
-    summary = write_results.submit(snapshot, evaluations, heads, config_fp).result()
+    results = write_results.submit(snapshot, evaluations, heads, config_fp)
+    # A failed stage is reported as itself, not as the PENDING stages after it.
+    summary = result_or_first_failure(results, [captions, pivot, text, modal, offsets, heads, evaluations])
     summary["report"] = run_report.submit(snapshot).result()  # None if it could not be drawn (logged)
     return summary
 

@@ -171,6 +171,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_computed", _I, True),
         ("seconds", _F, True),
         ("created_at", _TS, True),
+        ("n_skipped", _I, False),  # items left out as undecodable (on_bad_item: skip); null in older rows
+        ("skipped", _S, False),  # the first of them, one path per line
     ),
 }
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.config import PipelineConfig
+from tasks.failures import name_failure
 from tasks.workspace import Workspace, atomic_write_text, read_json
 
 __all__ = [
@@ -44,7 +45,11 @@ GPU_TAG = "gpu"
 
 
 def _permanent_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, TypeError, LookupError, FileNotFoundError, NotImplementedError]
+    from storage.errors import DamagedSegmentError
+
+    # A damaged cache segment stays damaged until `textme cache verify --quarantine`.
+    errors: list[type[BaseException]] = [ValueError, TypeError, LookupError, FileNotFoundError, NotImplementedError,
+                                         DamagedSegmentError]
     try:
         from textme.encoders.errors import EncoderError
 
@@ -54,8 +59,8 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-#: Errors a retry cannot fix: a bad config, input file or encoder name. (Our own
-#: ConfigError / SourceError / InputError are ValueErrors.)
+#: Errors a retry cannot fix: a bad config, input file or encoder name, a damaged cache
+#: segment. (Our own ConfigError / SourceError / InputError are ValueErrors.)
 PERMANENT_ERRORS = _permanent_errors()
 
 
@@ -70,12 +75,15 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, PERMANENT_ERRORS)
 
 
-#: Options of every cached stage task (cache_key_fn is added per task).
+#: Options of every cached stage task (cache_key_fn is added per task). `on_failure`
+#: names the task run on its exception, so the flow reports the stage that failed
+#: (tasks/failures.py).
 STAGE_OPTIONS: dict[str, Any] = {
     "persist_result": True,
     "retries": 2,
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": transient_only,
+    "on_failure": [name_failure],
 }
 GPU_STAGE_OPTIONS: dict[str, Any] = {**STAGE_OPTIONS, "tags": [GPU_TAG]}
 

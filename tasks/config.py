@@ -158,6 +158,7 @@ def _source(value: str, info: ValidationInfo) -> str:
 # relative values resolve against the config's folder, like every other path in it.
 _PATH_OPTIONS = ("path", "checkpoint", "text", "modal")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+_LOCAL_DIR = "local-dir:"
 
 
 def _option_paths(options: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
@@ -169,6 +170,8 @@ def _option_paths(options: Mapping[str, Any], config_dir: Path) -> dict[str, Any
             key in _PATH_OPTIONS or (key == "pretrained" and value.endswith(_WEIGHT_SUFFIXES))
         ):
             value = _resolve_path(value, config_dir)
+        elif key == "model" and isinstance(value, str) and value.startswith(_LOCAL_DIR):  # open_clip's folder form
+            value = _LOCAL_DIR + _resolve_path(value[len(_LOCAL_DIR):], config_dir)
         out[key] = value
     return out
 
@@ -309,6 +312,12 @@ class DatasetSpec(_Model):
     modality: StrictStr | None = Field(None, description="A label (`textme search --modality` filters on it).")
     items: Annotated[LocalPath | None, BeforeValidator(lambda v: v or None)] = Field(
         None, description="Folder of modal item files (needed by an encoder's offset_dataset).")
+    on_bad_item: Literal["fail", "skip"] = Field(
+        "fail", description="An item of `items` that cannot be decoded: fail (the run stops, naming the "
+                            "file) or skip (left out, counted and named in the log and embed_log).")
+    on_duplicate_id: Literal["keep", "first", "fail"] = Field(
+        "keep", description="Rows sharing an id with different texts: keep all (a warning names them), "
+                            "first (keep the first row of each id) or fail.")
 
     @property
     def is_hub(self) -> bool:

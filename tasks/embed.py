@@ -21,9 +21,11 @@ from typing import Any, Sequence
 from prefect import task
 
 from tasks import keys
+from tasks.bad_items import SHOWN_SKIPPED, encode_chunk, skipped_summary
 from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, now, open_cache, open_tables, write_manifest
 from tasks.config import PipelineConfig
-from tasks.inputs import sample_items
+from tasks.inputs import InputError, sample_items
+from tasks.progress import stage_progress
 from tasks.workspace import Workspace, atomic_write_text, read_json
 
 __all__ = [
@@ -71,10 +73,12 @@ def namespace_of(cfg: PipelineConfig, manifest: dict[str, Any]):
 
 
 def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequence[str],
-               label: str = "") -> tuple[int, int]:
+               label: str = "", skipped: list[Any] | None = None) -> tuple[int, int]:
     """Encode the inputs whose keys `ns` lacks, committing chunk by chunk (progress is
     logged per chunk under `label`, e.g. "clip/text").
 
+    `skipped`: None, and an input the encoder cannot decode fails the fill; a list, and
+    such inputs are left out and their `BadItemError`s appended to it (tasks/bad_items.py).
     Returns (n_requested: distinct keys asked for, n_computed: vectors newly stored).
     """
     first: dict[str, int] = {}
@@ -87,15 +91,21 @@ def fill_cache(ns: Any, enc: Any, tower: str, keys_: Sequence[str], inputs: Sequ
         computed = 0
         step = chunk_size()
         started = time.perf_counter()
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
-            vectors = enc.encode(tower, [inputs[first[k]] for k in chunk])
-            computed += ns.put(chunk, vectors)
-            if len(missing) > step:  # long encodes: one progress line per committed chunk
-                done = start + len(chunk)
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
-                              label or tower, done, len(missing), rate, (len(missing) - done) / rate)
+        with stage_progress(f"embed {label or tower}", len(missing), "items", long=len(missing) > step) as bar:
+            for start in range(0, len(missing), step):
+                chunk = missing[start : start + step]
+                kept, vectors, bad = encode_chunk(enc, tower, chunk, [inputs[first[k]] for k in chunk],
+                                                  skip=skipped is not None)
+                if bad:
+                    skipped.extend(bad)
+                if kept:
+                    computed += ns.put(kept, vectors)
+                bar.advance(len(chunk))
+                if len(missing) > step:  # long encodes: one progress line per committed chunk
+                    done = start + len(chunk)
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    logger().info("embed %s: %d/%d committed (%.0f items/s, ~%.0fs left)",
+                                  label or tower, done, len(missing), rate, (len(missing) - done) / rate)
     return len(first), computed
 
 
@@ -110,8 +120,9 @@ def _namespace_lock(ns_id: str) -> threading.Lock:
 
 def log_embedding(cfg: PipelineConfig, key: str, entries: list[dict[str, Any]]) -> None:
     """embed_log rows for one stage call: entries of encoder, tower, namespace,
-    n_requested, n_computed, seconds. part = (run, stage key): a retried attempt
-    keeps the first rows written instead of adding more."""
+    n_requested, n_computed, seconds (and n_skipped, skipped: items left out as
+    undecodable, and the first of their paths). part = (run, stage key): a retried
+    attempt keeps the first rows written instead of adding more."""
     run_id = current_run_id()
     logged_at = now()
     rows = [
@@ -125,6 +136,8 @@ def log_embedding(cfg: PipelineConfig, key: str, entries: list[dict[str, Any]]) 
             "n_computed": int(e["n_computed"]),
             "seconds": float(e.get("seconds", 0.0)),
             "created_at": logged_at,
+            "n_skipped": int(e.get("n_skipped", 0)),
+            "skipped": e.get("skipped"),
         }
         for e in entries
     ]
@@ -167,18 +180,31 @@ def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
     """Embed the sampled modal items of the encoder's offset dataset (for mu_modal)."""
     key = keys.embed_items_key(cfg, encoder)
     entry = cfg.encoders[encoder]
-    sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
+    spec = cfg.datasets[entry.offset_dataset]
+    sample = sample_items(spec.items, cfg.offsets.n_samples, cfg.offsets.seed)
     started = time.perf_counter()
     ns, enc = open_namespace(cfg, encoder, "modal")
-    requested, computed = fill_cache(ns, enc, "modal", sample.keys, sample.paths, f"{encoder}/modal")
+    bad: list[Any] | None = [] if spec.on_bad_item == "skip" else None
+    requested, computed = fill_cache(ns, enc, "modal", sample.keys, sample.paths, f"{encoder}/modal", skipped=bad)
     seconds = time.perf_counter() - started
+    bad = bad or []
+    skipped = {err.item for err in bad}
     log_embedding(cfg, key, [{"encoder": encoder, "tower": "modal", "namespace": ns.id, "n_requested": requested,
-                              "n_computed": computed, "seconds": seconds}])
+                              "n_computed": computed, "seconds": seconds, "n_skipped": len(bad),
+                              "skipped": "\n".join(err.item for err in bad[:SHOWN_SKIPPED]) or None}])
     logger().info("embed %s/modal: %d items requested, %d computed (%.1fs)", encoder, requested, computed, seconds)
+    pairs = [(k, p) for k, p in zip(sample.keys, sample.paths) if p not in skipped]
+    if bad:
+        logger().warning("embed %s/modal: %d of %d items skipped, they cannot be decoded "
+                         "(datasets.%s.on_bad_item: skip): %s", encoder, len(bad), len(sample.paths),
+                         entry.offset_dataset, skipped_summary(bad))
+        if not pairs:
+            raise InputError(f"{spec.items}: none of the {len(sample.paths)} sampled items can be decoded "
+                             f"({skipped_summary(bad, 1)})")
     ws = Workspace.of(cfg)
     # The sampled (key, path) list is a sidecar: offsets read it, `textme search` shows paths.
     sidecar = ws.manifests / f"{key}.items.json"
-    atomic_write_text(sidecar, json.dumps([[k, p] for k, p in zip(sample.keys, sample.paths)]))
+    atomic_write_text(sidecar, json.dumps([[k, p] for k, p in pairs]))
     manifest = {
         "stage": "embed_items",
         "encoder": encoder,
@@ -188,10 +214,12 @@ def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
         "dim": int(ns.dim),
         "items_fp": sample.fingerprint,
         "items_file": str(sidecar),
-        "n_items": len(sample.paths),
+        "n_items": len(pairs),
         "n_available": sample.n_available,
         "n_requested": requested,
         "n_computed": computed,
+        "n_skipped": len(bad),
+        "skipped": [err.item for err in bad],
     }
     return write_manifest(ws, key, manifest)
 

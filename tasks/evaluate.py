@@ -46,7 +46,7 @@ from tasks.workspace import Workspace
 
 __all__ = ["evaluate", "run_evaluation", "EvalContext", "VARIANTS", "HEAD_VARIANTS"]
 
-VARIANTS = ("textme", "released", "uncentred", "native", "chance")
+VARIANTS = keys.VARIANTS
 HEAD_VARIANTS = keys.HEAD_VARIANTS  # the variants that project through a head
 
 

@@ -50,10 +50,19 @@ def ingest_dataset(cfg: PipelineConfig, dataset: str) -> dict[str, Any]:
         for cid, text, sha in zip(caps.ids, caps.texts, caps.shas)
     ]
     open_tables(cfg).append("captions", rows, part=captions_fp)
-    logger().info(
+    log = logger()
+    log.info(
         "ingest %s: %d captions kept of %d rows (%d empty, %d duplicate dropped) from %s",
         dataset, len(caps.texts), caps.n_input, caps.n_empty, caps.n_duplicate, spec.source,
     )
+    if caps.n_duplicate_ids:
+        what = (f"kept the first row of each, {caps.n_duplicate_id_dropped} rows dropped"
+                if spec.on_duplicate_id == "first" else "all rows kept")
+        log.warning(
+            "ingest %s: %d caption ids in column %r appear with different texts (%s): %s; "
+            "set datasets.%s.on_duplicate_id to keep, first or fail",
+            dataset, caps.n_duplicate_ids, spec.id_column, what, caps.duplicate_ids_text(), dataset,
+        )
     manifest = {
         "stage": "ingest",
         "dataset": dataset,
@@ -63,6 +72,8 @@ def ingest_dataset(cfg: PipelineConfig, dataset: str) -> dict[str, Any]:
         "n_input": caps.n_input,
         "n_empty": caps.n_empty,
         "n_duplicate": caps.n_duplicate,
+        "n_duplicate_ids": caps.n_duplicate_ids,
+        "n_duplicate_id_dropped": caps.n_duplicate_id_dropped,
     }
     return write_manifest(Workspace.of(cfg), key, manifest)
 

@@ -44,6 +44,7 @@ __all__ = [
     "released_key",
     "evaluate_key",
     "HEAD_VARIANTS",
+    "VARIANTS",
     "ingest_key_fn",
     "embed_texts_key_fn",
     "embed_items_key_fn",
@@ -227,6 +228,7 @@ def ingest_key(cfg: PipelineConfig, dataset: str) -> str:
             "source": source_fingerprint(spec),
             "text_column": spec.text_column,
             "id_column": spec.id_column,
+            "on_duplicate_id": spec.on_duplicate_id,
         },
     )
 
@@ -245,10 +247,12 @@ def embed_items_key(cfg: PipelineConfig, encoder: str) -> str:
     from tasks.inputs import sample_items
 
     entry = cfg.encoders[encoder]
-    sample = sample_items(cfg.datasets[entry.offset_dataset].items, cfg.offsets.n_samples, cfg.offsets.seed)
+    spec = cfg.datasets[entry.offset_dataset]
+    sample = sample_items(spec.items, cfg.offsets.n_samples, cfg.offsets.seed)
     return stage_key(
         "embed_items",
-        {"namespace": namespace_id(encoder_identity(cfg, encoder, "modal")), "items": sample.fingerprint},
+        {"namespace": namespace_id(encoder_identity(cfg, encoder, "modal")), "items": sample.fingerprint,
+         "on_bad_item": spec.on_bad_item},
     )
 
 
@@ -307,6 +311,8 @@ def released_key(cfg: PipelineConfig, encoder: str, offset: Mapping[str, Any] | 
 
 #: The variants that project through a head (evaluate's `heads` keys besides "offset").
 HEAD_VARIANTS = ("textme", "released", "uncentred")
+#: Every `variant` a results row may hold, in the order tables and plots show them.
+VARIANTS = ("textme", "released", "uncentred", "native", "chance")
 
 
 def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot: Mapping[str, Any] | None) -> str:

@@ -3,8 +3,9 @@
 Each run appends its evaluation rows (part = run id, so a retried write replaces its own
 rows), stamped with the run id, the config fingerprint and the code version on top of
 the lineage the evaluate stage recorded; then the catalog is rebuilt (DuckDB allows one
-writer: this task). The results table and the training curves are also published as
-Prefect artifacts, which say plainly when numbers come from stand-in models.
+writer: this task). The results (a table artifact laid out like the CLI's table) and
+the training curves (markdown) are also published as Prefect artifacts, which say
+plainly when numbers come from stand-in models.
 
 Also here: the `runs` table (`record_run`; one row per flow run as read, see
 tasks/runs.py). Past storage.tables.AUTO_COMPACT_PARTS parts in a partition, the results
@@ -15,7 +16,7 @@ file per run forever.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import keys
 from tasks.common import current_run_id, logger, now, open_tables
 from tasks.config import PipelineConfig
+from tasks.failures import name_failure
 from tasks.stand_in import STAND_IN_NOTE
 from tasks.workspace import Workspace
 
@@ -30,7 +32,8 @@ __all__ = [
     "write_results",
     "store_results",
     "record_run",
-    "results_markdown",
+    "results_grid",
+    "results_table_rows",
     "training_markdown",
     "STAND_IN_NOTE",
 ]
@@ -123,24 +126,42 @@ def _rebuild_catalog(cfg: PipelineConfig, tables: Any) -> None:
         logger().warning("%s", line)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.2f}"
+_METRIC_FAMILIES = ("R@", "top", "median_rank", "mean_rank", "PPR(", "NDCG@", "share_")
 
 
-def results_markdown(cfg: PipelineConfig, rows: list[dict[str, Any]]) -> str:
-    """The results as a markdown table; stand-in numbers are flagged, row by row."""
-    stand_in = any(r["stand_in"] for r in rows)
-    lines = [f"# TextME results: {cfg.name}", ""]
-    if stand_in:
-        lines += [f"> **Stand-in models.** {STAND_IN_NOTE}", ""]
-    lines += ["| evaluation | task | variant | source -> target | metric | value | stand-in |",
-              "|---|---|---|---|---|---:|:---:|"]
+def _metric_order(metric: str) -> tuple[int, int, str]:
+    """R@1, R@5, R@10, ..., top1, top5, median_rank, mean_rank, PPR(...), NDCG@k, share_*."""
+    family = next((i for i, p in enumerate(_METRIC_FAMILIES) if metric.startswith(p)), len(_METRIC_FAMILIES))
+    digits = "".join(c for c in metric if c.isdigit())
+    return family, int(digits) if digits else 0, metric
+
+
+def results_grid(rows: list[dict[str, Any]], evaluations: Sequence[str] = ()
+                 ) -> tuple[list[str], list[dict[str, Any]]]:
+    """The layout of every results table (the CLI's, the Prefect artifact): one line per
+    (evaluation, task, encoder, metric), one column per variant present. Evaluations in
+    the order of `evaluations` (the config's; others after, by name), metrics in a fixed
+    order, so the layout never depends on the order rows were read in.
+
+    Returns (variants, lines); a line holds evaluation, task, encoder (the target; for
+    emergent `source→target`), metric, a value or None per variant, and stand_in (any
+    of its numbers from a stand-in model)."""
+    variants = [v for v in keys.VARIANTS if any(r["variant"] == v for r in rows)]
+    grouped: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        lines.append(
-            f"| {r['eval_name']} | {r['task']} | {r['variant']} | {r['source_encoder']} -> {r['target_encoder']} "
-            f"| {r['metric']} | {_fmt(r['value'])} | {'yes' if r['stand_in'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
+        encoder = r["target_encoder"]
+        if r["task"] == "emergent":  # every variant of a pair has the same source and target
+            encoder = f"{r['source_encoder']}→{encoder}"
+        line = grouped.setdefault((r["eval_name"], r["task"], encoder, r["metric"]), {"stand_in": False})
+        line[r["variant"]] = r["value"]
+        line["stand_in"] = line["stand_in"] or bool(r.get("stand_in"))
+    rank = {name: i for i, name in enumerate(evaluations)}
+    order = sorted(grouped, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1], k[2], _metric_order(k[3])))
+    lines = [{"evaluation": e, "task": t, "encoder": enc, "metric": m, **{v: grouped[(e, t, enc, m)].get(v)
+                                                                          for v in variants},
+              "stand_in": grouped[(e, t, enc, m)]["stand_in"]}
+             for (e, t, enc, m) in order]
+    return variants, lines
 
 
 def _sparkline(values: list[float]) -> str:
@@ -168,19 +189,37 @@ def training_markdown(cfg: PipelineConfig, heads: dict[str, Any], stand_in: bool
     return "\n".join(lines) + "\n"
 
 
+def results_table_rows(rows: list[dict[str, Any]], evaluations: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The results as a Prefect table artifact's rows: the CLI table's layout (numbers
+    rounded as the CLI shows them; "" where a variant has no value), plus `stand_in`."""
+    variants, lines = results_grid(rows, evaluations)
+    return [{**{k: line[k] for k in ("evaluation", "task", "encoder", "metric")},
+             **{v: ("" if line[v] is None else round(float(line[v]), 2)) for v in variants},
+             "stand_in": line["stand_in"]}
+            for line in lines]
+
+
+def artifact_key(kind: str, name: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "run"
+    return f"textme-{kind}-{slug}"
+
+
 def _publish(cfg: PipelineConfig, rows: list[dict[str, Any]], heads: dict[str, Any]) -> None:
-    from prefect.artifacts import create_markdown_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     stand_in = any(r["stand_in"] for r in rows)
-    suffix = " (stand-in models)" if stand_in else ""
-    slug = "".join(c if c.isalnum() else "-" for c in cfg.name.lower()).strip("-") or "run"
-    create_markdown_artifact(markdown=results_markdown(cfg, rows), key=f"textme-results-{slug}",
-                             description=f"TextME results for {cfg.name}{suffix}")
-    create_markdown_artifact(markdown=training_markdown(cfg, heads, stand_in), key=f"textme-training-{slug}",
-                             description=f"TextME training curves for {cfg.name}{suffix}")
+    suffix = f" (stand-in models: {STAND_IN_NOTE})" if stand_in else ""
+    if rows:
+        create_table_artifact(table=results_table_rows(rows, [e.name for e in cfg.evaluation]),
+                              key=artifact_key("results", cfg.name),
+                              description=f"TextME results for {cfg.name}{suffix}")
+    create_markdown_artifact(markdown=training_markdown(cfg, heads, stand_in), key=artifact_key("training", cfg.name),
+                             description=f"TextME training curves for {cfg.name}{' (stand-in models)' if stand_in else ''}")
 
 
-@task(name="results", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10])
+@task(name="results", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10],
+      on_failure=[name_failure])
 def write_results(config: str, evaluations: list[dict[str, Any]], heads: dict[str, Any],
                   config_fp: str) -> dict[str, Any]:
     """Prefect task (not cached: every run records its rows): write results, rebuild the

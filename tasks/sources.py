@@ -8,8 +8,12 @@ Hugging Face *dataset* repo. Two questions are asked of it:
   commit as the hub reports them (an LFS etag is the content's sha256), or, offline, the
   bytes of the copy huggingface_hub already holds.
 - `read_captions`: its normalised captions, with empty and duplicate captions dropped
-  and counted. Every failure is a `SourceError` in one line naming the file (and the
-  row or column at fault).
+  and counted, and rows that share an id but not a text handled as the dataset's
+  `on_duplicate_id` says (counted and named either way). Every failure is a
+  `SourceError` in one line naming the file (and the row or column at fault).
+
+Text files (CSV, JSON lines) are read as UTF-8 with or without a byte-order mark (Excel
+and Windows Notepad write one).
 """
 
 from __future__ import annotations
@@ -53,6 +57,17 @@ class Captions:
     n_input: int = 0
     n_empty: int = 0
     n_duplicate: int = 0
+    #: ids found on several rows with different texts: how many ids, how many rows
+    #: `on_duplicate_id: first` dropped, and the first few {id: [rows]} (0-based rows).
+    n_duplicate_ids: int = 0
+    n_duplicate_id_dropped: int = 0
+    duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
+
+    def duplicate_ids_text(self, limit: int = 3) -> str:
+        """`'a' (rows 3, 17), 'b' (rows 5, 9)`: the first duplicated ids and their rows."""
+        shown = [f"{cid!r} (rows {', '.join(map(str, rows))})" for cid, rows in list(self.duplicate_ids.items())[:limit]]
+        more = self.n_duplicate_ids - len(shown)
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
     def content_digest(self) -> str:
         """sha256 over (caption_id, text_sha) in order: what the snapshot fingerprint hashes."""
@@ -148,8 +163,15 @@ def cached_file_key(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+_SHOWN_DUPLICATES = 5  # duplicated ids kept (with their rows) for messages
+
+
 def read_captions(spec: DatasetSpec, dataset: str) -> Captions:
-    """Read, normalise and de-duplicate one dataset's captions (errors name the file)."""
+    """Read, normalise and de-duplicate one dataset's captions (errors name the file).
+
+    Duplicate texts are dropped (first kept). Rows sharing an id with different texts
+    follow `spec.on_duplicate_id`: "keep" all of them, keep the "first" row of each id,
+    or "fail" with a `SourceError` naming the ids and rows."""
     from storage.fingerprint import normalize_text, text_key
 
     path = fetch_source(spec)
@@ -157,6 +179,7 @@ def read_captions(spec: DatasetSpec, dataset: str) -> Captions:
     raw_ids, raw_texts = _read_columns(path, shown, spec.text_column, spec.id_column)
     out = Captions(dataset=dataset, source=spec.source, n_input=len(raw_texts))
     seen: set[str] = set()
+    id_rows: dict[str, list[int]] = {}  # id -> rows kept under it (only with an id column)
     for row, (cid, text) in enumerate(zip(raw_ids, raw_texts)):
         if text is None:
             out.n_empty += 1
@@ -173,10 +196,29 @@ def read_captions(spec: DatasetSpec, dataset: str) -> Captions:
         if sha in seen:
             out.n_duplicate += 1
             continue
+        caption_id = str(row) if cid is None else str(cid)
+        if cid is not None:
+            rows = id_rows.setdefault(caption_id, [])
+            if rows:  # the same id, another text (the same text was dropped above)
+                if len(rows) == 1:
+                    out.n_duplicate_ids += 1
+                if caption_id in out.duplicate_ids or len(out.duplicate_ids) < _SHOWN_DUPLICATES:
+                    out.duplicate_ids.setdefault(caption_id, list(rows)).append(row)
+                if spec.on_duplicate_id == "first":
+                    out.n_duplicate_id_dropped += 1
+                    rows.append(row)
+                    continue
+            rows.append(row)
         seen.add(sha)
-        out.ids.append(str(row) if cid is None else str(cid))
+        out.ids.append(caption_id)
         out.texts.append(norm)
         out.shas.append(sha)
+    if out.n_duplicate_ids and spec.on_duplicate_id == "fail":
+        raise SourceError(
+            f"{shown}: {out.n_duplicate_ids} caption id{'s' if out.n_duplicate_ids > 1 else ''} "
+            f"in column {spec.id_column!r} with different texts: {out.duplicate_ids_text()}; "
+            f"set on_duplicate_id: keep (use every text) or first (each id's first row)"
+        )
     if not out.texts:
         what = "no rows" if out.n_input == 0 else f"only empty values in {out.n_input} rows"
         raise SourceError(f"{shown}: caption column {spec.text_column!r} is empty ({what})")
@@ -232,7 +274,7 @@ def _read_csv(path: Path, shown: str, text_column: str, id_column: str | None):
     import csv
 
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a BOM is not a column name
             reader = csv.DictReader(fh)
             columns = list(reader.fieldnames or [])
             if text_column not in columns:
@@ -251,9 +293,10 @@ def _read_csv(path: Path, shown: str, text_column: str, id_column: str | None):
 
 
 def json_lines(path: Path, shown: str, error: type[Exception]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON-lines file; a line that
-    is not a JSON object raises `error` naming the file and the line."""
-    with path.open(encoding="utf-8") as fh:
+    """(line number, object) for each non-blank line of a JSON-lines file (UTF-8, a
+    byte-order mark allowed); a line that is not a JSON object raises `error` naming the
+    file and the line."""
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

@@ -4,7 +4,9 @@ Reads the encoder's text vectors and the pivot's vectors of the same captions fr
 cache (no encoder runs here: 50 epochs never touch a model), centres the text side
 with mu_text, and calls `textme.train_projection`. The head is saved with
 `textme.save_projection` as projections/<fp>.pt (fp = this stage's key), its per-epoch
-history as `training` rows. With `centred=False` (the ablation) no offset is used.
+history as `training` rows. Each epoch's loss is logged as it ends (and drawn on a
+progress bar in a terminal, tasks/progress.py). With `centred=False` (the ablation) no
+offset is used.
 
 The text vectors are what the encoder's `normalize` setting made them (unit rows, or
 the model's raw outputs as the official CLIP wrapper trains on), through the text
@@ -20,6 +22,7 @@ from prefect import task
 from tasks import keys
 from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, open_tables, write_manifest
 from tasks.config import PipelineConfig
+from tasks.progress import stage_progress
 from tasks.workspace import Workspace
 
 __all__ = ["train", "train_head", "training_captions"]
@@ -62,7 +65,13 @@ def train_head(
     log = logger()
     log.info("train %s (%s): %d captions, %d -> %d dims, %d epochs",
              encoder, variant, len(rows), x.shape[1], y.shape[1], train_cfg.epochs)
-    head, history = train_projection(x, y, offset=mu_text, config=train_cfg)
+    with stage_progress(f"train {encoder} ({variant})", train_cfg.epochs, "epochs") as bar:
+        def epoch_done(h: dict[str, Any]) -> None:
+            log.info("train %s (%s): epoch %d/%d loss %.4f lr %.2e (%.2fs)", encoder, variant, h["epoch"],
+                     train_cfg.epochs, h["loss"], h["lr"], h["seconds"])
+            bar.update(h["epoch"], loss=h["loss"])
+
+        head, history = train_projection(x, y, offset=mu_text, config=train_cfg, progress=epoch_done)
     ws = Workspace.of(cfg)
     path = ws.projection(key)
     save_projection(

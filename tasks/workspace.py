@@ -11,7 +11,8 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
       offsets/<fp>/         mu_text / mu_modal (textme.offsets.save_offset)
       projections/<fp>.pt   trained heads (textme.save_projection)
       prefect/results/      Prefect's persisted task results and cache records
-      refresh/sources.json  caption source fingerprints seen by the last refresh
+      refresh/<fp>.json     caption source fingerprints seen by the last refresh of the
+                            config with fingerprint <fp>
       reports/<run>/        the run report: PNG plots + index.html (tasks/report/)
       demo/                 embedded demo assets (demo.assets.prepare_demo)
 """
@@ -21,11 +22,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Workspace", "atomic_write_text", "read_json"]
+__all__ = ["Workspace", "atomic_write_text", "read_json", "TEMP_GRACE_S"]
+
+#: A temporary file of `atomic_write_text` older than this is a killed writer's leftover
+#: (a live writer holds one for the milliseconds of a write and an fsync).
+TEMP_GRACE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,9 @@ class Workspace:
     def prefect_results(self) -> Path:
         return self.root / "prefect" / "results"
 
-    @property
-    def refresh_state(self) -> Path:
-        return self.root / "refresh" / "sources.json"
+    def refresh_state(self, config_fp: str) -> Path:
+        """What the last successful refresh of one config (by content) saw of its sources."""
+        return self.root / "refresh" / f"{config_fp}.json"
 
     @property
     def demo(self) -> Path:
@@ -83,6 +89,22 @@ class Workspace:
                 yield path, read_json(path)
             except ValueError:  # half-written by a killed writer of an older version
                 continue
+
+    def remove_stale_temp_files(self, grace_s: float = TEMP_GRACE_S) -> list[Path]:
+        """Delete the `.<name>.<random>.tmp` files `atomic_write_text` left behind when
+        its process was killed mid-write, in the folders it writes to; files younger
+        than `grace_s` may belong to a writer still at work and are kept."""
+        cutoff = time.time() - grace_s
+        removed = []
+        for folder in (self.manifests, self.configs, self.root / "refresh"):
+            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path)
+                except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                    continue
+        return removed
 
     def offset_dir(self, fp: str) -> Path:
         return self.root / "offsets" / fp

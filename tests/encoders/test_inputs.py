@@ -64,3 +64,35 @@ def test_items_and_item_ids(tmp_path):
     assert item_id("/d/000123.png", "stem") == "000123"
     assert item_id("/d/000123.png", "name") == "000123.png"
     assert item_id("/d/000123.png", "path") == "/d/000123.png"
+
+
+def test_undecodable_files_raise_bad_item_errors_naming_the_item(tmp_path):
+    """Each reader names the one item it cannot decode, so a caller can leave it out."""
+    import pickle
+
+    from textme.encoders import BadItemError
+    from textme.encoders.inputs import load_image
+
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    wav = tmp_path / "a.wav"
+    write_wav(wav, np.sin(np.linspace(0, 100, 4800)), 48000)
+    truncated = tmp_path / "cut.wav"
+    truncated.write_bytes(wav.read_bytes()[:2000])
+    cloud = tmp_path / "p.npy"
+    np.save(cloud, np.zeros((4, 5), np.float32))
+    cases = [
+        (lambda: load_image(str(garbage)), garbage, "cannot be read as an image"),
+        (lambda: load_image(str(tmp_path / "gone.png")), tmp_path / "gone.png", "file not found"),
+        (lambda: read_wav(str(truncated), 48000), truncated, "truncated"),
+        (lambda: read_wav(str(wav), 16000), wav, "sample rate 48000 Hz"),
+        (lambda: load_point_cloud(str(cloud)), cloud, "shape [4, 5]"),
+    ]
+    for call, path, words in cases:
+        with pytest.raises(BadItemError) as info:
+            call()
+        err = info.value
+        assert err.item == str(path) and str(path) in str(err) and words in str(err), str(err)
+        assert isinstance(err, EncoderInputError)  # callers catching the old type still do
+        again = pickle.loads(pickle.dumps(err))  # crosses process boundaries (Dask, Ray) whole
+        assert (type(again), again.item, str(again)) == (BadItemError, err.item, str(err))

@@ -175,3 +175,80 @@ def test_text_and_modal_encodes_racing_on_first_load(tiny_open_clip, images, mon
     assert not errors, errors
     assert len(loads) == 1  # loaded once
     assert results["text"].shape == (4, 32) and results["modal"].shape == (3, 32)
+
+
+# --------------------------------------------------------------------------- whole model repositories
+
+REPO_COMMIT = "c" * 40
+
+
+def open_clip_repo(folder, tiny_open_clip) -> None:
+    """The files of an open_clip model repository on the hub, for the tiny model."""
+    import shutil
+    from pathlib import Path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model_cfg = json.loads(Path(tiny_open_clip["model"]).read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+    shutil.copy(tiny_open_clip["pretrained"], folder / "open_clip_model.safetensors")
+
+
+@pytest.fixture
+def hub_repo(tiny_open_clip):
+    """`textme/tiny-clip` as huggingface_hub caches a repo it downloaded (refs/main -> commit)."""
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    root = Path(constants.HF_HUB_CACHE) / "models--textme--tiny-clip"
+    open_clip_repo(root / "snapshots" / REPO_COMMIT, tiny_open_clip)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(REPO_COMMIT)
+    return "hf-hub:textme/tiny-clip"
+
+
+def test_hf_hub_model_loads_from_the_local_hub_cache_offline(hub_repo, clip, images):
+    enc = get_encoder("open-clip", model=hub_repo, device="cpu")
+    ident = enc.identity("modal")
+    assert enc._model is None  # identity needs the config only
+    assert ident["model"] == hub_repo and ident["revision"] == REPO_COMMIT and ident["hf_hub"] == "textme/tiny-clip"
+    assert ident["preprocessing"]["mean"] == [0.5, 0.5, 0.5]  # the repo's own preprocessing
+    np.testing.assert_allclose(enc.encode_text(TEXTS), clip.encode_text(TEXTS), atol=1e-5)  # same weights
+    assert enc.encode_modal(images).shape == (3, 32)
+
+
+def test_local_dir_model_is_named_by_content(tmp_path, tiny_open_clip, clip):
+    a, b = tmp_path / "a", tmp_path / "b"
+    open_clip_repo(a, tiny_open_clip)
+    open_clip_repo(b, tiny_open_clip)
+    enc_a = get_encoder("open-clip", model=f"local-dir:{a}", device="cpu")
+    enc_b = get_encoder("open-clip", model=f"local-dir:{b}", device="cpu")
+    assert enc_a.identity("text") == enc_b.identity("text")  # a copy elsewhere shares the cache
+    assert enc_a.identity("text")["model"] == "local-dir"
+    np.testing.assert_allclose(enc_a.encode_text(TEXTS), clip.encode_text(TEXTS), atol=1e-5)
+    with pytest.raises(ModelUnavailableError, match="has no open_clip_config.json"):
+        get_encoder("open-clip", model=f"local-dir:{tmp_path / 'nowhere'}")
+    with pytest.raises(ValueError, match="drop `pretrained`"):
+        get_encoder("open-clip", model=f"local-dir:{a}", pretrained="openai")
+
+
+def test_offline_hf_hub_model_is_one_clear_line():
+    """Not a raw FileNotFoundError from open_clip: the one-line offline message."""
+    with pytest.raises(ModelUnavailableError) as info:
+        get_encoder("open-clip", model="hf-hub:timm/ViT-B-16-SigLIP", device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and "'hf-hub:timm/ViT-B-16-SigLIP'" in msg and "could not be fetched" in msg
+    assert "HF_HUB_OFFLINE" in msg and "`model: local-dir:DIR`" in msg
+
+
+def test_offline_hf_hub_model_without_cached_weights(hub_repo):
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    weights = Path(constants.HF_HUB_CACHE) / "models--textme--tiny-clip" / "snapshots" / REPO_COMMIT
+    (weights / "open_clip_model.safetensors").unlink()
+    enc = get_encoder("open-clip", model=hub_repo, device="cpu")  # the config is there
+    with pytest.raises(ModelUnavailableError, match=r"'hf-hub:textme/tiny-clip' \(weights\) could not be fetched"):
+        enc.encode_text(["a dog"])

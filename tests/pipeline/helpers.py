@@ -128,3 +128,31 @@ class EncodeCounter:
 
     def total(self) -> int:
         return sum(self.calls.values())
+
+
+N_ITEMS = 24  # items of a one_encoder_config's own items folder
+
+
+def one_encoder_config(tmp_path: Path, assets: Path, modality: str = "image", *, evaluation: bool = True,
+                       **dataset_options) -> Path:
+    """A mini config in `tmp_path/cfg` with one toy encoder, one retrieval evaluation
+    (image only, unless `evaluation=False`) and an items folder of its own (N_ITEMS
+    files, all sampled) that a test may damage."""
+    config = write_mini_config(tmp_path / "cfg", assets, epochs=2, n_eval=10, name=f"one-{modality}")
+    data = yaml.safe_load(config.read_text())
+    enc, ds = f"toy_{modality}", f"scenes_{modality}"
+    data["encoders"] = {enc: data["encoders"][enc]}
+    data["datasets"] = {ds: {**data["datasets"][ds], **dataset_options}}
+    items = config.parent / "items"
+    items.mkdir()
+    for path in sorted((assets / "items" / modality).iterdir())[:N_ITEMS]:
+        shutil.copy(path, items / path.name)
+    data["datasets"][ds]["items"] = str(items)
+    data["offsets"]["n_samples"] = 5000
+    data["training"]["ablate_centring"] = False
+    if modality == "image" and evaluation:
+        data["evaluation"] = [e for e in data["evaluation"] if e["name"] == "image_retrieval"]
+    else:
+        data["evaluation"] = []
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config

@@ -67,7 +67,7 @@ def test_hub_source_is_kept_and_parsed(tmp_path):
     "old, new, message",
     [
         ("    text_column: caption", "    text_colum: caption",
-         "datasets.caps.text_colum: unknown field (known: source, text_column, id_column, modality, items)"),
+         "datasets.caps.text_colum: unknown field (known: source, text_column, id_column, modality, items, on_bad_item, on_duplicate_id)"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epochs: two}", "training.epochs: expected int, got str 'two'"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epochs: 2, batch_size: 1}", "training.batch_size: must be >= 2"),
         ("training: {epochs: 2, batch_size: 8}", "training: {epoch: 2}", "training.epoch: unknown field (known: epochs"),
@@ -181,6 +181,16 @@ def test_file_options_of_encoders_resolve_against_the_config_folder(tmp_path):
     assert config_from_dict(config_to_dict(cfg)) == cfg  # already absolute: unchanged
 
 
+def test_open_clip_local_dir_model_resolves_against_the_config_folder(tmp_path):
+    text = BASE.replace("    encoder: toy\n    options: {modality: image, tower_seed: 1}\n",
+                        "    encoder: open-clip\n    options: {model: 'local-dir:models/siglip'}\n")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.encoders["img"].options == {"model": f"local-dir:{tmp_path / 'models' / 'siglip'}"}
+    hub = BASE.replace("    encoder: toy\n    options: {modality: image, tower_seed: 1}\n",
+                       "    encoder: open-clip\n    options: {model: 'hf-hub:timm/ViT-B-16-SigLIP'}\n")
+    assert load_config(write(tmp_path, hub)).encoders["img"].options == {"model": "hf-hub:timm/ViT-B-16-SigLIP"}
+
+
 # --------------------------------------------------------------------------- pydantic models
 
 
@@ -254,7 +264,8 @@ def test_model_errors_are_one_line_with_the_dotted_field(tmp_path, old, new, mes
     [
         ("top", "nme: x", ["name", "workdir", "cache", "demo", "pivot", "encoders", "datasets", "offsets",
                            "training", "evaluation"]),
-        ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items"]),
+        ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items", "on_bad_item",
+                                               "on_duplicate_id"]),
     ],
 )
 def test_unknown_field_lists_every_known_field_of_its_section(tmp_path, section, yaml_key, known):

@@ -7,6 +7,8 @@ asserts one property.
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -50,8 +52,11 @@ def test_cold_run_fills_catalog_runs_and_artifacts(pipeline_runs):
         keys = {a.key for a in client.read_artifacts() if a.key}
         results_md = client.read_latest_artifacts()
     assert {"textme-results-mini", "textme-training-mini"} <= keys
-    md = next(a for a in results_md if a.key == "textme-results-mini").data
-    assert "Stand-in models" in md and "| image_retrieval | retrieval | textme |" in md
+    table = next(a for a in results_md if a.key == "textme-results-mini")
+    assert table.type == "table" and "stand-in models" in table.description
+    data = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert any(r["evaluation"] == "image_retrieval" and r["metric"] == "R@1" and r["textme"] != "" for r in data)
+    assert all(r["stand_in"] for r in data)
 
 
 def test_warm_run_encodes_nothing_and_every_stage_is_a_cache_hit(pipeline_runs):

@@ -234,3 +234,78 @@ def test_unreachable_hub_counts_as_offline_at_once(tmp_path, hub_cache, monkeypa
     assert lookups == ["huggingface.co"]  # probed once, then remembered
     assert constants.HF_HUB_OFFLINE is True  # the libraries downloading through the hub skip the network
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- byte-order marks
+
+
+def test_csv_and_jsonl_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Excel's "CSV UTF-8" and Notepad save a BOM first: it is not part of the first column's name."""
+    for path in write_all_formats(tmp_path):
+        if path.suffix == ".parquet":
+            continue
+        plain = read_captions(spec(path, id_column="caption_id"), "d")
+        bom = path.with_name(f"bom{path.suffix}")
+        bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        caps = read_captions(spec(bom, id_column="caption_id"), "d")
+        assert (caps.ids, caps.texts) == (plain.ids, plain.texts), path
+
+
+def test_eval_manifest_with_a_byte_order_mark(tmp_path):
+    item = tmp_path / "a.png"
+    item.write_bytes(b"x")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b"\xef\xbb\xbf" + json.dumps({"item": "a.png", "captions": ["a dog"]}).encode() + b"\n")
+    data = read_eval_manifest(EvalSpec(name="r", task="retrieval", manifest=str(manifest)))
+    assert data.items == [str(item)] and data.captions == ["a dog"]
+
+
+# --------------------------------------------------------------------------- duplicate ids
+
+DUPLICATE_ROWS = [("a", "a dog runs"), ("b", "a cat sits"), ("a", "a dog sleeps"), ("c", "a bird"),
+                  ("b", "a cat sits"), ("a", "a dog jumps"), ("d", "a dog runs")]
+
+
+def write_duplicates(tmp_path: Path) -> Path:
+    path = tmp_path / "dup.jsonl"
+    path.write_text("".join(json.dumps({"caption_id": i, "caption": c}) + "\n" for i, c in DUPLICATE_ROWS))
+    return path
+
+
+def test_duplicate_ids_with_different_texts_are_kept_and_counted_by_default(tmp_path):
+    caps = read_captions(spec(write_duplicates(tmp_path), id_column="caption_id"), "d")
+    # row 4 repeats row 1's text (a text duplicate), row 6 repeats row 0's text under another id
+    assert caps.ids == ["a", "b", "a", "c", "a"]
+    assert caps.texts == ["a dog runs", "a cat sits", "a dog sleeps", "a bird", "a dog jumps"]
+    assert caps.n_duplicate == 2 and caps.n_duplicate_ids == 1 and caps.n_duplicate_id_dropped == 0
+    assert caps.duplicate_ids == {"a": [0, 2, 5]}
+    assert caps.duplicate_ids_text() == "'a' (rows 0, 2, 5)"
+
+
+def test_on_duplicate_id_first_keeps_each_ids_first_row(tmp_path):
+    caps = read_captions(spec(write_duplicates(tmp_path), id_column="caption_id", on_duplicate_id="first"), "d")
+    assert caps.ids == ["a", "b", "c"] and caps.texts == ["a dog runs", "a cat sits", "a bird"]
+    assert caps.n_duplicate_ids == 1 and caps.n_duplicate_id_dropped == 2
+
+
+def test_on_duplicate_id_fail_names_the_file_the_ids_and_rows(tmp_path):
+    path = write_duplicates(tmp_path)
+    with pytest.raises(SourceError) as info:
+        read_captions(spec(path, id_column="caption_id", on_duplicate_id="fail"), "d")
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: 1 caption id in column 'caption_id' with different texts: 'a' (rows 0, 2, 5)")
+    assert "on_duplicate_id: keep" in msg and "\n" not in msg
+
+
+def test_many_duplicate_ids_are_counted_and_the_first_named(tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"caption_id": f"id{i % 20}", "caption": f"caption {i}"}) + "\n"
+                            for i in range(60)))
+    caps = read_captions(spec(path, id_column="caption_id"), "d")
+    assert caps.n_duplicate_ids == 20 and len(caps.texts) == 60
+    assert caps.duplicate_ids_text() == "'id0' (rows 0, 20, 40), 'id1' (rows 1, 21, 41), 'id2' (rows 2, 22, 42) and 17 more"
+
+
+def test_row_number_ids_are_never_duplicates(tmp_path):
+    caps = read_captions(spec(write_duplicates(tmp_path)), "d")
+    assert caps.n_duplicate_ids == 0 and caps.ids == ["0", "1", "2", "3", "5"]

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from tasks.config import ConfigError, load_config
+from tasks.keys import config_fingerprint
 from tasks.workspace import Workspace
-from tests.pipeline.helpers import K_EDITED, EncodeCounter, rows, write_mini_config
+from tests.pipeline.helpers import K_EDITED, EncodeCounter, one_encoder_config, rows, write_mini_config
 
 EDITED = "scenes_audio"  # feeds the pivot and toy_audio's text tower, nothing else
 
@@ -62,7 +65,7 @@ def steps(prefect_api, assets, tmp_path_factory):
         config = write_mini_config(tmp_path_factory.mktemp("refresh") / "mini", assets,
                                    n_captions=80, epochs=2, n_eval=20, name="refresh-mini")
         cfg = load_config(config)
-        state_file = Workspace.of(cfg).refresh_state
+        state_file = Workspace.of(cfg).refresh_state(config_fingerprint(cfg))
         counter = EncodeCounter(mp)
         out: dict = {"config": config, "cfg": cfg, "state_file": state_file}
 
@@ -233,3 +236,29 @@ def test_failed_pipeline_leaves_the_fingerprints_and_is_retried(steps):
     retried = steps["retried"]
     assert retried["ran"] is True and retried["changed"] == ["scenes_point"]
     assert json.loads(steps["retried_state"])["scenes_point"] != json.loads(steps["edit_state"])["scenes_point"]
+
+
+def test_two_configs_sharing_a_workdir_and_dataset_names_keep_their_own_refresh_state(
+        prefect_api, assets, tmp_path):
+    """Config b reads other captions under the same dataset name, in a's workdir: once
+    each has refreshed, neither makes the other re-run; an edit re-runs only its reader."""
+    from flows.refresh import refresh
+
+    a = one_encoder_config(tmp_path / "a", assets, evaluation=False)
+    b = one_encoder_config(tmp_path / "b", assets, evaluation=False)
+    data = yaml.safe_load(b.read_text())
+    data["workdir"] = str(load_config(a).workdir)
+    b.write_text(yaml.safe_dump(data, sort_keys=False))
+    source_b = Path(load_config(b).datasets["scenes_image"].source)
+    source_b.write_text("\n".join(source_b.read_text().splitlines()[:60]) + "\n")  # other captions
+    assert load_config(a).workdir == load_config(b).workdir
+
+    assert refresh(str(a))["ran"] and refresh(str(b))["ran"]  # first refresh of each
+    assert refresh(str(a)) == {"changed": [], "ran": False}
+    assert refresh(str(b)) == {"changed": [], "ran": False}
+
+    _edit_captions(Path(load_config(a).datasets["scenes_image"].source), 1, "edited")
+    assert refresh(str(b)) == {"changed": [], "ran": False}
+    again = refresh(str(a))
+    assert again["ran"] and again["changed"] == ["scenes_image"]
+    assert refresh(str(b)) == {"changed": [], "ran": False}

@@ -13,7 +13,7 @@ Weights load lazily, at the first encode; `identity(tower)` never loads them.
 from __future__ import annotations
 
 from .base import Encoder
-from .errors import EncoderError, EncoderInputError, ModelUnavailableError, UnknownEncoderError
+from .errors import BadItemError, EncoderError, EncoderInputError, ModelUnavailableError, UnknownEncoderError
 from .registry import ENTRY_POINT_GROUP, get_encoder, list_encoders, register_encoder
 
 # Importing the adapter modules registers the built-in names (heavy libraries load lazily).
@@ -21,6 +21,7 @@ from . import clap, composite, openclip, precomputed, qwen3  # noqa: E402,F401  
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BadItemError",
     "Encoder",
     "EncoderError",
     "EncoderInputError",

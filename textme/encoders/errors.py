@@ -1,7 +1,9 @@
-"""The three errors an encoder user can meet, each with a message that names the place.
+"""The errors an encoder user can meet, each with a message that names the place.
 
 They share a base class so a caller (the CLI, a Prefect task) can catch every encoder
-problem at once and print its one-line message.
+problem at once and print its one-line message. `BadItemError` is the one a caller may
+choose to survive: it names exactly one input item that cannot be decoded, so that item
+can be left out and the rest encoded (the pipeline's `on_bad_item: skip`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,21 @@ class EncoderError(Exception):
 
 class EncoderInputError(EncoderError, ValueError):
     """A bad input item: the message names the item (index and value, or file)."""
+
+
+class BadItemError(EncoderInputError):
+    """One input item cannot be read or decoded (missing, corrupt, truncated, the wrong
+    kind of file). `item` is that input exactly as it was passed to `encode`; the
+    message names it and says what is wrong. Raised per item, before or while that item
+    is decoded, never for a problem of the whole batch or of the model.
+    """
+
+    def __init__(self, item: str, message: str) -> None:
+        self.item = item
+        super().__init__(message)
+
+    def __reduce__(self):  # pickled across processes (Dask, Ray) with its item
+        return (type(self), (self.item, str(self)))
 
 
 class ModelUnavailableError(EncoderError, RuntimeError):

@@ -1,4 +1,5 @@
-"""Input checks and readers: a bad item becomes an `EncoderInputError` naming it.
+"""Input checks and readers: a bad item becomes an `EncoderInputError` naming it (a
+`BadItemError`, carrying the item, when one file cannot be read or decoded).
 
 Errors are raised here, before any tensor is built, so a user sees
 `text 3: empty string` or `audio a.wav: sample rate 16000 Hz, expected 48000 Hz`
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EncoderInputError
+from .errors import BadItemError, EncoderInputError
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -71,9 +72,9 @@ def load_image(path: str) -> "Any":
         with Image.open(path) as im:
             return im.convert("RGB")
     except FileNotFoundError:
-        raise EncoderInputError(f"image {path}: file not found") from None
+        raise BadItemError(path, f"image {path}: file not found") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise EncoderInputError(f"image {path}: cannot be read as an image ({err})") from None
+        raise BadItemError(path, f"image {path}: cannot be read as an image ({err})") from None
 
 
 def read_wav(path: str, expected_rate: int) -> np.ndarray:
@@ -87,16 +88,22 @@ def read_wav(path: str, expected_rate: int) -> np.ndarray:
             rate, width, channels, n = w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()
             raw = w.readframes(n)
     except FileNotFoundError:
-        raise EncoderInputError(f"audio {path}: file not found") from None
+        raise BadItemError(path, f"audio {path}: file not found") from None
     except (wave.Error, EOFError, OSError) as err:
-        raise EncoderInputError(f"audio {path}: cannot be read as PCM WAV ({err}); convert it, e.g. "
-                                f"`ffmpeg -i IN -ar {expected_rate} -acodec pcm_s16le OUT.wav`") from None
+        raise BadItemError(path, f"audio {path}: cannot be read as PCM WAV ({err}); convert it, e.g. "
+                                 f"`ffmpeg -i IN -ar {expected_rate} -acodec pcm_s16le OUT.wav`") from None
     if rate != expected_rate:
-        raise EncoderInputError(f"audio {path}: sample rate {rate} Hz, expected {expected_rate} Hz; "
-                                f"resample it first (e.g. `ffmpeg -i IN -ar {expected_rate} OUT.wav`)")
-    samples = _pcm_to_float(raw, width)
+        raise BadItemError(path, f"audio {path}: sample rate {rate} Hz, expected {expected_rate} Hz; "
+                                 f"resample it first (e.g. `ffmpeg -i IN -ar {expected_rate} OUT.wav`)")
+    if len(raw) < n * width * channels:
+        raise BadItemError(path, f"audio {path}: truncated ({len(raw)} bytes of samples, its header "
+                                 f"promises {n * width * channels})")
+    try:
+        samples = _pcm_to_float(raw, width)
+    except EncoderInputError as err:
+        raise BadItemError(path, f"audio {path}: {err}") from None
     if samples.size == 0:
-        raise EncoderInputError(f"audio {path}: no samples")
+        raise BadItemError(path, f"audio {path}: no samples")
     return samples.reshape(-1, channels).mean(axis=1).astype(np.float32)
 
 
@@ -134,14 +141,14 @@ def load_point_cloud(path: str, channels: Sequence[int] = (3, 6)) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise EncoderInputError(f"point cloud {path}: file not found") from None
+        raise BadItemError(path, f"point cloud {path}: file not found") from None
     except (ValueError, OSError) as err:
-        raise EncoderInputError(f"point cloud {path}: cannot be read as .npy ({err})") from None
+        raise BadItemError(path, f"point cloud {path}: cannot be read as .npy ({err})") from None
     if arr.ndim != 2 or arr.shape[1] not in channels or arr.shape[0] == 0:
         want = " or ".join(f"[n, {c}]" for c in channels)
-        raise EncoderInputError(f"point cloud {path}: shape {list(arr.shape)}, expected {want}")
+        raise BadItemError(path, f"point cloud {path}: shape {list(arr.shape)}, expected {want}")
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-        raise EncoderInputError(f"point cloud {path}: values must be finite numbers")
+        raise BadItemError(path, f"point cloud {path}: values must be finite numbers")
     return arr.astype(np.float32)
 
 
@@ -162,5 +169,5 @@ def item_id(path: str, how: str) -> str:
         try:
             return sha256_file(path)
         except FileNotFoundError:
-            raise EncoderInputError(f"item {path}: file not found") from None
+            raise BadItemError(path, f"item {path}: file not found") from None
     raise ValueError(f"modal_key {how!r}: expected one of {', '.join(MODAL_KEYS)}")

@@ -3,7 +3,10 @@
 Built-in names:
 - "open-clip": any `open_clip.list_models()` architecture (or a custom JSON config
   file) with a pretrained tag, a local checkpoint file, or an `hf://owner/repo/file`
-  checkpoint on the hub.
+  checkpoint on the hub; or a whole open_clip model repository, named as open_clip
+  names them: `hf-hub:owner/repo` (config, weights and tokenizer from the hub, at the
+  commit its revision resolves to) or `local-dir:/folder` (the same files in a folder,
+  e.g. from `hf download owner/repo --local-dir /folder`). These take no `pretrained`.
 - "clip": the paper's image encoder. The TextME table lists CLIP at 1024 dimensions, and
   its released CLIP projection (85 MB, the same size as Uni3D's 1024-d one; the 768-d
   ones are 59 MB) confirms an input of 1024, so not ViT-L/14 (768-d, which the TextME code
@@ -32,11 +35,25 @@ import numpy as np
 
 from .base import Encoder, resolve_dtype, torch_dtype
 from .errors import ModelUnavailableError
-from .hub import download_hf_file, hf_file_identity, offline_reason, parse_hf_file, sha256_file
+from .hub import (
+    download_hf_file,
+    hf_file_identity,
+    is_offline,
+    offline_reason,
+    parse_hf_file,
+    resolve_revision,
+    sha256_file,
+    sha256_tree,
+)
 from .inputs import load_image
 from .registry import register_encoder
 
 _PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+HF_HUB_PREFIX, LOCAL_DIR_PREFIX = "hf-hub:", "local-dir:"
+_REPO_CONFIG = "open_clip_config.json"  # {"model_cfg": ..., "preprocess_cfg": ...} of a model repo
+# Weights files of an open_clip model repo, in open_clip's order of preference; only one
+# is fetched (repos often hold the same weights in several formats).
+_REPO_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def _canonical_sha256(obj: Any) -> str:
@@ -66,16 +83,26 @@ class OpenClipEncoder(Encoder):
     local_option = "pretrained"  # the option that points at a local weights file
 
     def __init__(self, *, model: str | None = None, pretrained: str | None = None,
-                 model_config: str | None = None, quick_gelu: bool | None = None,
-                 dtype: str = "float32", modality: str = "image",
+                 model_config: str | None = None, revision: str | None = None,
+                 quick_gelu: bool | None = None, dtype: str = "float32", modality: str = "image",
                  towers: Sequence[str] = ("text", "modal"), device: str = "auto",
                  batch_size: int | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
         import open_clip
 
+        self.repo: tuple[str, str] | None = None  # hf-hub: (repo id, commit)
+        self.repo_dir: Path | None = None  # local-dir: the folder
+        repo_cfg: dict[str, Any] | None = None
         if model_config is None and model is not None and model.endswith(".json"):
             model_config = model
-        if model_config is not None:
+        if model is not None and model.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)):
+            if pretrained or model_config:
+                raise ValueError(f"model {model!r} names a whole open_clip model repository: its weights "
+                                 f"come with it, so drop `pretrained` / `model_config`")
+            repo_cfg = self._repo_config(model, revision)
+            self.arch, self.config_path = model, None
+            self.config = repo_cfg["model_cfg"]
+        elif model_config is not None:
             path = Path(model_config).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"open_clip model config {path} not found")
@@ -96,9 +123,13 @@ class OpenClipEncoder(Encoder):
             if key not in self.config:
                 raise ValueError(f"open_clip config for {self.arch!r} has no {key!r}")
 
-        self.pretrained = self._check_pretrained(pretrained)
-        self.tag_cfg = (open_clip.get_pretrained_cfg(self.arch, self.pretrained)
-                        if self._weights_kind == "tag" else {})
+        if repo_cfg is not None:
+            self._weights_kind, self.pretrained = "repo", ""
+            self.tag_cfg = dict(repo_cfg.get("preprocess_cfg") or {})  # what open_clip merges in
+        else:
+            self.pretrained = self._check_pretrained(pretrained)
+            self.tag_cfg = (open_clip.get_pretrained_cfg(self.arch, self.pretrained)
+                            if self._weights_kind == "tag" else {})
         if quick_gelu is None:
             quick_gelu = bool(self.tag_cfg.get("quick_gelu", self.config.get("quick_gelu", False)))
         self.quick_gelu = bool(quick_gelu)
@@ -114,6 +145,71 @@ class OpenClipEncoder(Encoder):
         self._preprocess: Any = None
 
     # ---- weights -----------------------------------------------------------------
+    def _repo_config(self, model: str, revision: str | None) -> dict[str, Any]:
+        """open_clip_config.json of an `hf-hub:` repo (fetched at the commit its revision
+        resolves to) or a `local-dir:` folder; one-line errors when it cannot be had."""
+        if model.startswith(LOCAL_DIR_PREFIX):
+            self.repo_dir = Path(model[len(LOCAL_DIR_PREFIX):]).expanduser()
+            path = self.repo_dir / _REPO_CONFIG
+            if not path.is_file():
+                raise ModelUnavailableError(
+                    f"open_clip model folder {self.repo_dir} has no {_REPO_CONFIG}; point `model: "
+                    f"local-dir:DIR` at a folder holding an open_clip model repository's files")
+        else:
+            repo_id = model[len(HF_HUB_PREFIX):].strip("/")
+            if repo_id.count("/") != 1:
+                raise ValueError(f"model {model!r}: expected hf-hub:<owner>/<repo>")
+            self.repo = (repo_id, resolve_revision(repo_id, revision))
+            path = Path(self._from_hub([_REPO_CONFIG], what=_REPO_CONFIG)) / _REPO_CONFIG
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ModelUnavailableError(f"{path}: not a readable open_clip config ({err})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
+            raise ModelUnavailableError(f"{path}: an open_clip config needs a 'model_cfg' mapping")
+        return data
+
+    def _from_hub(self, patterns: list[str], *, what: str) -> str:
+        """The local snapshot folder of the hf-hub repo at its commit, holding `patterns`."""
+        from huggingface_hub import snapshot_download
+
+        assert self.repo is not None
+        repo_id, commit = self.repo
+        offline_reason()  # an unreachable hub: read the local cache at once, no retries
+        try:
+            folder = snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
+                                       local_files_only=is_offline())
+            missing = [p for p in patterns if "*" not in p and not (Path(folder) / p).is_file()]
+        except Exception as err:
+            folder, missing = None, [f"no such repo, or no access? {type(err).__name__}"]
+        if missing and (folder is None or is_offline()):
+            raise ModelUnavailableError(
+                f"open_clip model 'hf-hub:{repo_id}' ({what}) could not be fetched from the Hugging Face "
+                f"hub ({offline_reason() or missing[0]}); download it elsewhere (`hf download {repo_id} "
+                f"--local-dir DIR`) and set `model: local-dir:DIR`")
+        if missing:
+            raise ModelUnavailableError(
+                f"open_clip model 'hf-hub:{repo_id}' at {commit[:12]}: the repository has no {missing[0]}")
+        return folder
+
+    def _repo_folder(self) -> Path:
+        """A folder with the repo's config, one weights file and the tokenizer files."""
+        if self.repo_dir is not None:
+            return self.repo_dir
+        from open_clip.factory import _find_checkpoint_in_dir
+
+        small = ["*.json", "*.txt", "*.model"]  # configs, tokenizer files
+        folder = Path(self._from_hub(small, what="config and tokenizer files"))
+        if _find_checkpoint_in_dir(folder) is None:
+            errors = []
+            for weights in _REPO_WEIGHTS:
+                try:
+                    return Path(self._from_hub([*small, weights], what="weights"))
+                except ModelUnavailableError as err:
+                    errors.append(err)
+            raise errors[0]
+        return folder
+
     def _check_pretrained(self, pretrained: str | None) -> str:
         import open_clip
 
@@ -136,6 +232,11 @@ class OpenClipEncoder(Encoder):
         return pretrained
 
     def _weights_identity(self) -> dict[str, Any]:
+        if self._weights_kind == "repo":
+            if self.repo is not None:
+                return {"hf_hub": self.repo[0], "revision": self.repo[1]}
+            assert self.repo_dir is not None
+            return {"weights_sha256": sha256_tree(self.repo_dir)}  # config, weights, tokenizer
         if self._weights_kind == "tag":
             return {"pretrained": self.pretrained, "hf_hub": self.tag_cfg.get("hf_hub") or None}
         if self._weights_kind == "hub_file":
@@ -146,6 +247,8 @@ class OpenClipEncoder(Encoder):
         """A tag (fetched into the cache here, so failure is one clear line) or a file path."""
         import open_clip
 
+        if self._weights_kind == "repo":
+            return f"{LOCAL_DIR_PREFIX}{self._repo_folder()}"
         if self._weights_kind == "hub_file":
             return download_hf_file(self.pretrained, option=self.local_option)
         if self._weights_kind == "tag":
@@ -181,7 +284,9 @@ class OpenClipEncoder(Encoder):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.items())}
 
     def _identity(self, tower: str) -> dict[str, Any]:
-        ident: dict[str, Any] = {"model": self.arch}
+        ident: dict[str, Any] = {"model": self.arch if self.repo_dir is None else "local-dir"}
+        if self.repo is not None:
+            ident["model"] = f"{HF_HUB_PREFIX}{self.repo[0]}"
         if self.config_path is not None:
             ident["model_config_sha256"] = _canonical_sha256(self.config)
         ident.update(self._weights_identity())
@@ -210,8 +315,11 @@ class OpenClipEncoder(Encoder):
             kwargs["force_quick_gelu"] = True
         elif self.config.get("quick_gelu"):
             kwargs["quick_gelu"] = False
+        # A model repo loads as a folder (local-dir:<snapshot>): config, weights and
+        # tokenizer from the files fetched at the identity's commit, nothing else.
+        name, weights = (weights, None) if self._weights_kind == "repo" else (self.arch, weights)
         model, _, preprocess = open_clip.create_model_and_transforms(
-            self.arch, pretrained=weights, precision=_PRECISION[self.dtype], device=self.device,
+            name, pretrained=weights, precision=_PRECISION[self.dtype], device=self.device,
             **kwargs)
         if "modal" not in self.towers and hasattr(model, "visual"):
             model.visual = torch.nn.Identity()  # text-only use: free the image tower
@@ -221,7 +329,7 @@ class OpenClipEncoder(Encoder):
             if got != self.preprocess_cfg():
                 raise RuntimeError(f"open_clip resolved preprocessing {got} for {self.arch!r}, but the "
                                    f"identity says {self.preprocess_cfg()}: bump embed_code_version")
-        self._tokenizer = open_clip.get_tokenizer(self.arch)
+        self._tokenizer = open_clip.get_tokenizer(name)
         self._preprocess = preprocess
         self._model = model.eval()
 
