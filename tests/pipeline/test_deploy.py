@@ -143,9 +143,11 @@ def _seed_refresh_state(config: Path) -> None:
     the state's format change, the run still completes, only slower."""
     from flows.refresh import fingerprint_sources
     from tasks.config import load_config
+    from tasks.keys import config_fingerprint
     from tasks.workspace import Workspace, atomic_write_text
 
-    state = Workspace.of(load_config(config)).refresh_state
+    cfg = load_config(config)
+    state = Workspace.of(cfg).refresh_state(config_fingerprint(cfg))
     atomic_write_text(state, json.dumps(fingerprint_sources.fn(str(config)), indent=1, sort_keys=True))
 
 
