@@ -16,7 +16,8 @@ from storage.tables import TableStore
 
 def log_row(worker: str, i: int) -> dict:
     return dict(run_id=f"w{worker}", stage=f"s{i}", encoder="clip", tower="text", namespace="ns",
-                n_requested=i, n_computed=i, seconds=0.0, created_at=datetime.now(timezone.utc))
+                n_requested=i, n_computed=i, seconds=0.0, created_at=datetime.now(timezone.utc),
+                n_skipped=None, skipped=None)
 
 
 def main() -> None:
