@@ -36,7 +36,7 @@ def first_file(bench: str, candidates: Sequence[Path], what: str) -> Path:
 
 def read_text(bench: str, path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is not data
     except UnicodeDecodeError:
         raise BenchmarkError(f"{bench}: {path}: not UTF-8 text") from None
 

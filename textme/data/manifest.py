@@ -64,7 +64,7 @@ class EvalInputs:
 def json_lines(path: Path, shown: str, error: type[Exception]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSON-lines file; a line that
     is not a JSON object raises `error` naming the file and the line."""
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Windows editors) is not JSON
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
