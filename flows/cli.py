@@ -1,6 +1,6 @@
 """The `textme` command: run the pipeline, inspect it, query and search its results.
 
-    textme run CONFIG [--runner thread|dask] [--threads N] [--dask-workers N] [--dask-address URL]
+    textme run CONFIG [--runner thread|ray] [--threads N] [--ray-address URL] [--ray-num-cpus N] [--ray-num-gpus N]
     textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
     textme refresh CONFIG [--force]              re-run if a caption source changed
     textme status CONFIG [--json]                cached / missing / stale per stage
@@ -182,20 +182,32 @@ def _run_flow(flow_obj: Any, cfg: Any, config: Path, kwargs: dict[str, Any]) -> 
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
-    runner: str = typer.Option("thread", help="Task runner: thread (default) or dask."),
-    dask_workers: int = typer.Option(2, help="Worker processes of the local Dask cluster."),
-    dask_address: Optional[str] = typer.Option(None, help="Use an existing Dask scheduler instead."),
+    runner: str = typer.Option("thread", help="Task runner: thread (default) or ray."),
     threads: Optional[int] = typer.Option(None, help="Thread pool size (thread runner)."),
+    ray_address: Optional[str] = typer.Option(None, help="Run on the Ray cluster at this address "
+                                                         "(auto, ray://head:10001); implies --runner ray."),
+    ray_num_cpus: Optional[int] = typer.Option(None, help="CPUs of a local Ray (default: all cores)."),
+    ray_num_gpus: Optional[int] = typer.Option(None, help="GPUs a local Ray declares (default: those it finds; "
+                                                          "logical ones on a CPU machine place work as on GPUs)."),
 ) -> None:
     """Run the whole pipeline (cached: a re-run only computes what changed)."""
-    from flows.runners import RUNNERS, make_runner
+    from flows.runners import RUNNERS, check_shared_storage, make_runner
 
+    runner = "ray" if ray_address else runner
     if runner not in RUNNERS:
         _fail(f"--runner: unknown task runner {runner!r}; known: {', '.join(RUNNERS)}")
+    if runner != "ray" and (ray_num_cpus is not None or ray_num_gpus is not None):
+        _fail("--ray-num-cpus / --ray-num-gpus need --runner ray")
     cfg = _load(config, check_inputs=True)
     from flows.pipeline import pipeline
 
-    task_runner = make_runner(runner, workers=dask_workers if runner == "dask" else threads, address=dask_address)
+    try:
+        if ray_address:
+            check_shared_storage(config)
+        task_runner = (make_runner("ray", workers=ray_num_cpus, address=ray_address, num_gpus=ray_num_gpus)
+                       if runner == "ray" else make_runner("thread", workers=threads))
+    except ValueError as err:
+        _fail(str(err))
     state = _run_flow(pipeline.with_options(task_runner=task_runner), cfg, config, {"config": str(config)})
     rows = _run_rows(cfg, str(state.state_details.flow_run_id))
     if rows:

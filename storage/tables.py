@@ -173,6 +173,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("created_at", _TS, True),
         ("n_skipped", _I, False),  # items left out as undecodable (on_bad_item: skip); null in older rows
         ("skipped", _S, False),  # the first of them, one path per line
+        ("device", _S, False),  # where the chunk ran: cpu, cuda:0, gpu:<Ray GPU id>; null: cached (nothing ran)
     ),
 }
 

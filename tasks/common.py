@@ -9,8 +9,9 @@ Prefect options (STYLE.md, "Prefect 3 caching: known pitfalls"):
 - `retries` cover transient failures only: `transient_only` refuses to retry errors
   that a retry cannot fix (bad config, bad input file, unknown encoder), so those fail
   at once with their one-line message;
-- tasks that run an encoder or train carry the `gpu` tag, so
-  `prefect concurrency-limit create gpu 1` keeps one of them per GPU.
+- stages that run an encoder or train take a slot of the Prefect global concurrency
+  limit `gpu` (`prefect gcl create gpu --limit 1`) only around their real GPU work,
+  after the cache has said what is missing (tasks/gpu.py): a cached stage never waits.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from tasks.failures import name_failure
 from tasks.workspace import Workspace, atomic_write_text, read_json
 
 __all__ = [
-    "GPU_TAG",
     "STAGE_OPTIONS",
     "GPU_STAGE_OPTIONS",
     "PERMANENT_ERRORS",
@@ -40,9 +40,6 @@ __all__ = [
     "open_cache",
     "open_tables",
 ]
-
-GPU_TAG = "gpu"
-
 
 def _permanent_errors() -> tuple[type[BaseException], ...]:
     from storage.errors import DamagedSegmentError
@@ -85,7 +82,9 @@ STAGE_OPTIONS: dict[str, Any] = {
     "retry_condition_fn": transient_only,
     "on_failure": [name_failure],
 }
-GPU_STAGE_OPTIONS: dict[str, Any] = {**STAGE_OPTIONS, "tags": [GPU_TAG]}
+#: GPU stages: no tag a concurrency limit could hold them by (a tag limit makes every
+#: cached task queue for the slot); they take `tasks.gpu.gpu_slot()` inside instead.
+GPU_STAGE_OPTIONS: dict[str, Any] = dict(STAGE_OPTIONS)
 
 
 def with_workspace(task: Any, ws: Workspace) -> Any:

@@ -55,6 +55,7 @@ __all__ = [
     "EncoderEntry",
     "ReleasedSpec",
     "DatasetSpec",
+    "EmbeddingSpec",
     "OffsetsSpec",
     "TrainingSpec",
     "EvalSpec",
@@ -236,11 +237,23 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- sections
 
 
+def _ray_gpus(value: float | None) -> float | None:
+    # Ray takes a fraction of one GPU or a whole number of them, nothing in between.
+    if value is not None and value > 1 and not float(value).is_integer():
+        raise PydanticCustomError("invalid", "{message}", {"message": f"expected a fraction of one GPU (0 to 1) "
+                                                                      f"or a whole number of GPUs, got {value}"})
+    return value
+
+
 class EncoderRef(_Model):
     """A registry name plus the keyword options handed to its factory."""
 
     encoder: StrictStr = Field(description="Registry name: a built-in encoder or a `textme.encoders` entry point.")
     options: Options = Field(default_factory=dict, description="Keyword options of the encoder's factory.")
+    num_gpus: Annotated[_float(ge=0) | None, AfterValidator(_ray_gpus)] = Field(
+        None, description="GPUs each of its Ray embedding workers holds (with `--runner ray`): a fraction "
+                          "(0.25: four workers share a GPU) or a whole number; 0: CPU workers. Default: 1 "
+                          "when the Ray cluster has GPUs, else 0. Never changes outputs.")
 
 
 class ReleasedSpec(_Model):
@@ -322,6 +335,14 @@ class DatasetSpec(_Model):
     @property
     def is_hub(self) -> bool:
         return self.source.startswith("hf://")
+
+
+class EmbeddingSpec(_Model):
+    """How embed stages split their work (never changes outputs, so never a cache key)."""
+
+    shard_rows: StrictInt = Field(50000, ge=1, description="Missing inputs per shard: shards run in parallel "
+                                                            "on Ray workers (one after another otherwise), "
+                                                            "each committing its own segments.")
 
 
 class OffsetsSpec(_Model):
@@ -550,6 +571,7 @@ class PipelineConfig(_Model):
         description="Encoders brought into the pivot space, by name ('pivot' is reserved).")
     datasets: Annotated[dict[Name, DatasetSpec], Field(min_length=1, json_schema_extra=_dict_schema)] = Field(
         description="Caption sources (and item folders), by name.")
+    embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec, description="Sharding of the embed stages.")
     offsets: OffsetsSpec = Field(default_factory=OffsetsSpec, description="Centroid sampling.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="textme.TrainConfig fields "
                                                                              "+ ablate_centring.")

@@ -70,11 +70,12 @@ class EvalContext:
 
     # ---- embedding through the cache ---------------------------------------------
     def _vectors(self, encoder: str, tower: str, inputs: list[str], input_keys: list[str]) -> np.ndarray:
-        from tasks.embed import fill_cache, open_namespace
+        from tasks.embed import ChunkLog, fill_cache, open_namespace
 
         started = time.perf_counter()
         ns, enc = open_namespace(self.cfg, encoder, tower)
-        requested, computed = fill_cache(ns, enc, tower, input_keys, inputs, f"{encoder}/{tower}")
+        requested, computed = fill_cache(ns, enc, tower, input_keys, inputs, f"{encoder}/{tower}",
+                                         log=ChunkLog(self.cfg, self.stage_key, encoder, tower, ns.id))
         self.embedded.append({"encoder": encoder, "tower": tower, "namespace": ns.id, "n_requested": requested,
                               "n_computed": computed, "seconds": time.perf_counter() - started})
         return ns.get(input_keys)
@@ -353,9 +354,6 @@ def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot:
         _TASKS[spec.task](ctx, spec, data, emit)
     except ValueError as err:  # e.g. a released head that maps into another space than the queries
         raise ValueError(f"evaluation {name!r}: {err}") from err
-    from tasks.embed import log_embedding
-
-    log_embedding(cfg, key, ctx.embedded)
     computed = sum(e["n_computed"] for e in ctx.embedded)
     logger().info("evaluate %s (%s): %d metric rows; %d new vectors embedded", name, spec.task, len(rows), computed)
     manifest = {"stage": "evaluate", "name": name, "task": spec.task, "rows": rows, "embedded": ctx.embedded,

@@ -33,7 +33,7 @@ def process_alive(pid: int, started_at: datetime | None = None) -> bool:
     process that started then, not a later one that reused the pid)."""
     try:
         import psutil
-    except ImportError:  # pragma: no cover - psutil comes with dask.distributed
+    except ImportError:  # pragma: no cover - psutil is a declared dependency
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -125,4 +125,7 @@ def train(
 ) -> dict[str, Any]:
     """Prefect task: text/pivot = embed manifests, captions = ingest manifests of
     train_on, offset = the offsets manifest (None: the uncentred ablation)."""
-    return train_head(keys.load_snapshot(config), encoder, text, pivot, captions, offset)
+    from tasks.gpu import gpu_slot
+
+    with gpu_slot():  # the body runs only on a cache miss: a cached head never waits
+        return train_head(keys.load_snapshot(config), encoder, text, pivot, captions, offset)
