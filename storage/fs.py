@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import fsspec
@@ -92,6 +94,17 @@ class Location:
         except FileNotFoundError:
             return {}
         return {posixpath.relpath(name, p): int(info["size"]) for name, info in found.items()}
+
+    def age_s(self, *parts: str) -> float | None:
+        """Seconds since a file was last modified (None if unknown or gone)."""
+        try:
+            info = self.fs.info(self.path(*parts))
+        except FileNotFoundError:
+            return None
+        made = info.get("mtime", info.get("LastModified", info.get("created")))
+        if isinstance(made, datetime):
+            made = made.timestamp()
+        return None if made is None else time.time() - float(made)
 
     def sha256(self, *parts: str) -> str:
         """sha256 hex of a file, streamed."""
