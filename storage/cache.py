@@ -637,9 +637,14 @@ class Namespace:
         if isinstance(keys, (str, bytes)):
             raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
         keys = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
-        for i, k in enumerate(keys):
-            if not isinstance(k, str) or not k:
-                raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
+        try:
+            ok = all(map(str.__len__, keys))  # C-level: TypeError on a non-str, False on ""
+        except TypeError:
+            ok = False
+        if not ok:
+            for i, k in enumerate(keys):
+                if not isinstance(k, str) or not k:
+                    raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
         return keys
 
     def _check_vectors(self, keys: list[str], vectors: Any) -> np.ndarray:
@@ -674,6 +679,14 @@ def _locate(bases: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _nonfinite_rows(v: np.ndarray) -> np.ndarray:
     """Boolean per row: holds NaN or Inf. float16 by its exponent bits (np.isfinite is
     several times slower on float16 than this)."""
-    if v.dtype == np.float16:
-        return ((v.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
-    return ~np.isfinite(v).all(axis=1)
+    if v.dtype != np.float16:
+        return ~np.isfinite(v).all(axis=1)
+    bits = v.reshape(len(v), -1).view(np.uint16)
+    out = np.empty(len(v), bool)
+    step = max(1, (1 << 20) // max(1, bits.shape[1]))  # blocks that stay in cache
+    buf = np.empty((min(step, len(v)), bits.shape[1]), np.uint16)
+    for a in range(0, len(v), step):
+        b = min(len(v), a + step)
+        np.bitwise_and(bits[a:b], 0x7FFF, out=buf[: b - a])  # drop the sign: |x| bits
+        out[a:b] = buf[: b - a].max(axis=1) >= 0x7C00  # exponent all ones: Inf or NaN
+    return out

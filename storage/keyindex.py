@@ -37,8 +37,13 @@ class IndexFileError(ValueError):
 def key_digests(keys: Sequence[str]) -> np.ndarray:
     """The 16-byte digest of each key, as an ``S16`` array in the order given."""
     blake2b = hashlib.blake2b
-    joined = b"".join([blake2b(k.encode(), digest_size=16).digest() for k in keys])
+    joined = b"".join([blake2b(k, digest_size=16).digest() for k in map(str.encode, keys)])
     return np.frombuffer(joined, DIGEST).copy() if keys else np.empty(0, DIGEST)
+
+
+def _high_words(digests: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each digest as a uint64 that sorts like the bytes."""
+    return np.ascontiguousarray(digests).view(">u8")[::2].astype(np.uint64)
 
 
 def _sort_order(digests: np.ndarray) -> np.ndarray:
@@ -49,8 +54,7 @@ def _sort_order(digests: np.ndarray) -> np.ndarray:
     different digests are put right by a full sort."""
     if len(digests) == 0:
         return np.empty(0, np.int64)
-    hi = np.ascontiguousarray(digests).view(">u8")[::2].astype(np.uint64)
-    order = np.argsort(hi, kind="stable")
+    order = np.argsort(_high_words(digests), kind="stable")
     s = digests[order]
     if not (s[1:] >= s[:-1]).all():
         order = np.argsort(digests, kind="stable")
@@ -76,7 +80,9 @@ class KeyIndex:
         out = np.full(len(digests), -1, np.int64)
         if len(self.digests) == 0 or len(digests) == 0:
             return out
-        order = np.argsort(digests)  # sorted needles: searchsorted walks forward
+        # Sorted needles make searchsorted walk forward (several times faster); sorting
+        # by the first 8 bytes is enough for that and cheaper than sorting S16.
+        order = np.argsort(_high_words(digests))
         q = digests[order]
         i = np.searchsorted(self.digests, q)
         i_clip = np.minimum(i, len(self.digests) - 1)

@@ -42,8 +42,9 @@ from storage.segments_v1 import SegmentV1
 __all__ = ["SEGMENT_FORMAT", "write_segment", "open_segment", "Segment", "RowCheckFailed", "row_crcs"]
 
 SEGMENT_FORMAT = 2
-#: Rows read and checked at a time (bounds the temporary copy of a large get).
-READ_BLOCK_ROWS = 65536
+#: Rows read, checked and placed at a time: small enough (1 MiB at 1024-d float16) that
+#: the checksum and the placing read the block from CPU cache, not from memory again.
+READ_BLOCK_ROWS = 512
 #: On object stores, rows closer than this are fetched in one range request (a request
 #: costs about what reading this many rows does).
 REMOTE_GAP_ROWS = 64
@@ -71,9 +72,9 @@ def _seeds(digests: np.ndarray) -> np.ndarray:
 def row_crcs(rows: np.ndarray, digests: np.ndarray) -> np.ndarray:
     """crc32c of each row's bytes, seeded with its key digest (uint32 per row)."""
     rows = np.ascontiguousarray(rows)
-    extend = google_crc32c.extend
-    seeds = _seeds(digests).tolist()
-    return np.fromiter((extend(s, r) for s, r in zip(seeds, rows, strict=True)), np.uint32, len(seeds))
+    if len(rows) != len(digests):
+        raise ValueError(f"{len(rows)} rows but {len(digests)} digests")
+    return np.fromiter(map(google_crc32c.extend, _seeds(digests).tolist(), rows), np.uint32, len(rows))
 
 
 def _npy(arr: np.ndarray) -> memoryview:
@@ -240,27 +241,28 @@ class Segment:
         except FileNotFoundError:
             raise SegmentGone(self.segment_id, "a file vanished while opening") from None
         order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        fetched = None if self._vectors is not None else self._fetch_remote(sorted_rows)
         for start in range(0, len(order), READ_BLOCK_ROWS):
             pick = order[start : start + READ_BLOCK_ROWS]
-            r = rows[pick]
-            values = self._fetch(r)
-            expected = self._crcs[r]
-            bad = np.flatnonzero(row_crcs(values, digests[pick]) != expected)
+            r = sorted_rows[start : start + READ_BLOCK_ROWS]
+            values = self._vectors[r] if fetched is None else fetched[start : start + READ_BLOCK_ROWS]
+            bad = np.flatnonzero(row_crcs(values, digests[pick]) != self._crcs[r])
             if len(bad):
                 raise RowCheckFailed(self.segment_id, int(r[bad[0]]))
             out[out_pos[pick]] = values
-            self.bytes_read += len(r) * (self._row_bytes + 4)
+        self.bytes_read += len(rows) * 4 + (len(rows) * self._row_bytes if fetched is None else 0)
 
-    def _fetch(self, r: np.ndarray) -> np.ndarray:
-        """Vectors of sorted rows `r` (repeats allowed), in that order."""
-        if self._vectors is not None:
-            return self._vectors[r]
+    def _fetch_remote(self, r: np.ndarray) -> np.ndarray:
+        """Vectors of sorted rows `r` (repeats allowed), in that order, by range requests
+        (one per run of close rows; fsspec sends them concurrently)."""
         uniq, inverse = np.unique(r, return_inverse=True)
         cuts = np.flatnonzero(np.diff(uniq) > REMOTE_GAP_ROWS) + 1
         runs = np.split(uniq, cuts)
         starts = [int(run[0]) * self._row_bytes for run in runs]
         ends = [(int(run[-1]) + 1) * self._row_bytes for run in runs]
         path = self.loc.path(self.dir, "vectors.bin")
+        self.bytes_read += sum(ends) - sum(starts)
         try:
             parts = self.loc.fs.cat_ranges([path] * len(runs), starts, ends)
         except FileNotFoundError:
