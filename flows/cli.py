@@ -11,8 +11,8 @@
     textme tables adopt CONFIG                   list parts written before table manifests
     textme search CONFIG "text" [--modality M] [--k 10]
     textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
-    textme cache verify CONFIG
-    textme cache gc CONFIG [CONFIG ...] [--dry-run]
+    textme cache verify CONFIG [--quarantine]      damaged segments moved aside, recomputed next run
+    textme cache gc CONFIG [CONFIG ...] [--dry-run] [--grace S]   also partial segments, .tmp files
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
     textme export CONFIG --out DIR [--encoder NAME ...]   trained heads + offsets, official layout
     textme manifest NAME ROOT --out FILE [--split S] [--items-dir DIR] [-o KEY=VALUE ...]
@@ -516,12 +516,15 @@ def report(
 
 
 @cache_app.command("verify")
-def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
-    """Check every cache namespace's segments; exit 1 if any is damaged."""
+def cache_verify(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    quarantine: bool = typer.Option(False, "--quarantine", help="Move damaged segments aside (recomputed next run)."),
+) -> None:
+    """Check every cache namespace's segments; exit 1 if any is damaged (and not quarantined)."""
     cfg = _load(config)
     from tasks.common import open_cache
 
-    reports = open_cache(cfg).verify()
+    reports = open_cache(cfg).verify(quarantine=quarantine)
     table = Table(title=f"Cache verify: {cfg.cache}")
     for col in ("namespace", "segments", "rows", "damaged", "unpublished"):
         table.add_column(col)
@@ -533,6 +536,12 @@ def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML)
     for r in reports:
         if not r.ok:
             err.print(str(r), markup=False)
+    moved = sum(len(r.quarantined) for r in reports)
+    if moved:
+        out.print(f"quarantined {moved} damaged segment(s) (moved to quarantine/ in their namespace); "
+                  f"run `textme run {config}` again: their vectors are recomputed", markup=False, highlight=False,
+                  soft_wrap=True)
+        return
     if bad:
         raise typer.Exit(EXIT_RUN_FAILED)
 
@@ -541,20 +550,31 @@ def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML)
 def cache_gc(
     configs: list[Path] = typer.Argument(..., help="Config(s) whose namespaces are kept."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    grace: float = typer.Option(3600.0, "--grace", help="Seconds a partial segment or temporary file is left "
+                                "alone (it may be a write in progress)."),
 ) -> None:
-    """Delete cache namespaces no given config uses (and the stage records that point to them)."""
+    """Delete cache namespaces no given config uses (and the stage records that point to
+    them), and what killed writers left: partial segment folders and stale temporary files."""
+    from tasks.common import open_cache
     from tasks.status import collect_gc
 
     cfgs = [_load(c) for c in configs]
     try:
         removed = collect_gc(cfgs, dry_run=dry_run)
+        leftovers = {}
+        for cfg in {c.cache: c for c in cfgs}.values():
+            leftovers.update(open_cache(cfg).remove_leftovers(grace, dry_run=dry_run))
     except _user_errors() as exc:
         _fail(str(exc))
     verb = "would remove" if dry_run else "removed"
-    if not removed:
+    if not removed and not leftovers:
         out.print("nothing to remove")
     for ns in removed:
         out.print(f"{verb} namespace {ns['id'][:16]} ({ns['count']} vectors; {ns['identity']})")
+    for ns_id, paths in leftovers.items():
+        for rel in paths:
+            what = "partial segment" if rel.startswith("segments/") else "stale temporary file"
+            out.print(f"{verb} {what} {ns_id[:16]}/{rel}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("export")

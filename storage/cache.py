@@ -221,9 +221,20 @@ class EmbeddingCache:
                     _OPEN.pop(self._open_key(ns_id), None)
         return removed
 
-    def verify(self) -> list[VerifyReport]:
-        """`Namespace.verify()` for every namespace."""
-        return [self.open_namespace(info_id).verify() for info_id in self._namespace_ids()]
+    def verify(self, *, quarantine: bool = False) -> list[VerifyReport]:
+        """`Namespace.verify()` for every namespace (with `quarantine`: damaged segments
+        moved aside, so their keys are missing and the next run recomputes them)."""
+        return [self.open_namespace(ns_id).verify(quarantine=quarantine) for ns_id in self._namespace_ids()]
+
+    def remove_leftovers(self, grace_s: float = 3600.0, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """`Namespace.remove_leftovers` for every namespace: {namespace id: paths removed}
+        (partial segment folders and temporary files older than `grace_s`)."""
+        found = {}
+        for ns_id in self._namespace_ids():
+            removed = self.open_namespace(ns_id).remove_leftovers(grace_s, dry_run=dry_run)
+            if removed:
+                found[ns_id] = removed
+        return found
 
     # ------------------------------------------------------------------ internals
     def _namespace_ids(self) -> list[str]:
@@ -407,7 +418,8 @@ class Namespace:
     def verify(self, *, quarantine: bool = False) -> VerifyReport:
         """Check every byte of every published segment against its checksums.
 
-        With `quarantine`, damaged segments are unpublished and deleted: their keys
+        With `quarantine`, damaged segments are unpublished and moved aside to
+        ``quarantine/<segment>`` (kept for inspection; delete it when done): their keys
         become missing, so the next run recomputes them.
         """
         report = VerifyReport(self.id)
@@ -431,7 +443,7 @@ class Namespace:
         if quarantine and report.bad:
             for b in report.bad:
                 manifest.unpublish(self.loc, self.dir, b.segment_id)
-                self.loc.remove(self.dir, "segments", b.segment_id, recursive=True)
+                self._move_aside(b.segment_id)
                 report.quarantined.append(b.segment_id)
             with self._lock:
                 self._reset()
@@ -611,6 +623,16 @@ class Namespace:
         cuts = np.flatnonzero(np.diff(seg_pos[order])) + 1
         for group in np.split(order, cuts):
             segs[seg_pos[group[0]]].read_into(out, group, rows[group], digests[group])
+
+    def _move_aside(self, seg_id: str) -> None:
+        src, dst = self.loc.path(self.dir, "segments", seg_id), self.loc.path(self.dir, "quarantine", seg_id)
+        try:
+            if self.loc.is_local:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+            self.loc.fs.mv(src, dst, recursive=True)
+        except (OSError, ValueError) as e:
+            log.warning("cache namespace %s: could not move segment %s aside (%s); deleting it", self.id[:12], seg_id, e)
+            self.loc.remove(self.dir, "segments", seg_id, recursive=True)
 
     def _orphans(self, grace_s: float) -> list[str]:
         published = set(manifest.list_entries(self.loc, self.dir))
