@@ -39,8 +39,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
 from storage.errors import DamagedSegmentError, SegmentGone
 from storage.fs import Location
@@ -75,6 +73,9 @@ def _encode_vectors(vectors: np.ndarray) -> dict[str, memoryview]:
     rows, dim = vectors.shape
     inner, shard = chunk_layout(rows, dim, vectors.dtype.name)
     store: dict = {}
+    import zarr  # only for the old format: the cache's import stays light
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
     arr = zarr.create_array(
         zarr.storage.MemoryStore(store),
         shape=vectors.shape,
@@ -207,6 +208,8 @@ class SegmentV1:
             if sizes[rel] != info["size"]:
                 raise self._damaged(f"{rel} is {sizes[rel]} bytes, meta.json says {info['size']}")
         self._read_checked("vectors/zarr.json")
+        import zarr
+
         arr = zarr.open_array(self.loc.zarr_store(self.dir, "vectors"), mode="r")
         if tuple(arr.shape) != (self.rows, self._dim) or arr.dtype != np.dtype(self._dtype):
             found = f"{arr.dtype}{list(arr.shape)}"
