@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.cache import SEGMENT_MAX_ROWS, EmbeddingCache  # noqa: E402
+from storage.cache import SEGMENT_MAX_ROWS, EmbeddingCache, forget_open_namespaces  # noqa: E402
 
 IDENTITY = {"model": "bench", "tower": "text"}
 BATCH = SEGMENT_MAX_ROWS
@@ -171,11 +171,13 @@ def bench_size(n: int, dim: int, repeat: int, scratch: Path, base: np.ndarray, p
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     payload = len(idx) * dim * 2
-    shutil.rmtree(cache / "profile", ignore_errors=True)
+    del ns, mm
+    forget_open_namespaces()  # unmap the segments: their files are deleted next
     return {
         "n": n, "get_s": best["get"], "get32_s": best["get32"], "mmap_s": best["mmap"],
         "bytes": bytes_per_get, "payload": payload, "index_rss": cold["index_rss"],
-        "missing_s": cold["missing_s"], "missing2_s": again["missing_s"], "put_s": t_put, "save_s": t_save, "mb": n * dim * 2 / 1e6, "profile": prof,
+        "missing_s": cold["missing_s"], "missing2_s": again["missing_s"],
+        "put_s": t_put, "save_s": t_save, "mb": n * dim * 2 / 1e6, "profile": prof,
     }
 
 
@@ -212,6 +214,7 @@ def main() -> None:
         for i, n in enumerate(sizes):
             r = bench_size(n, args.dim, args.repeat, scratch, base, profile=i == 0)
             rows.append(r)
+            shutil.rmtree(scratch / "profile", ignore_errors=True)
             if r["profile"]:
                 print(f"\nprofile of one put of {BATCH} rows (top functions by own time):\n{r['profile']}")
             shutil.rmtree(scratch / f"cache{n}", ignore_errors=True)

@@ -72,8 +72,8 @@ NAMESPACE_FORMAT = 1
 SEGMENT_MAX_ROWS = 65536
 _READ_ATTEMPTS = 3
 INDEX_FILE = "index.bin"
-#: The index file is rewritten once this many rows (and a quarter of the namespace)
-#: are indexed that it does not cover.
+#: The index file is rewritten by a reader that had to merge this many rows it lacks,
+#: and by a writer once that many (and a quarter of the namespace) are new.
 INDEX_SAVE_ROWS = 262144
 
 #: The namespaces open in this process, shared by every EmbeddingCache on the same root.
@@ -520,7 +520,8 @@ class Namespace:
                 self._rebuild(listed, use_file=True)
             else:
                 self._extend(new)
-            self._maybe_save_index()
+            if self._uncovered >= INDEX_SAVE_ROWS:
+                self._save_index()  # a reader that had to merge this much saves the next one the work
 
     # ------------------------------------------------------------------ internals
     def _reset(self) -> None:
@@ -594,6 +595,8 @@ class Namespace:
             self._uncovered += self._total - base
 
     def _maybe_save_index(self) -> None:
+        """After a put: rewrite the index once a quarter of it is new (bounds what the
+        writes cost), so a reader never merges more than that."""
         if self._uncovered >= max(INDEX_SAVE_ROWS, self._total // 4):
             self._save_index()
 
