@@ -605,7 +605,7 @@ class Namespace:
         read-only cache still works, it only rebuilds the index on open."""
         entries = [self._segments[s]._entry for s in self._order]
         try:
-            self.loc.write_file(f"{self.dir}/{INDEX_FILE}", self._index.dump(entries), atomic=True)
+            self.loc.write_file(f"{self.dir}/{INDEX_FILE}", self._index.dump_parts(entries), atomic=True)
         except OSError as e:
             log.info("cache namespace %s: index not saved (%s)", self.id[:12], e)
             return

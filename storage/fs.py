@@ -115,15 +115,17 @@ class Location:
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ writing
-    def write_file(self, rel: str, data: bytes | memoryview, *, atomic: bool) -> None:
-        """Write one file. `atomic`: readers see the old state or all of it, never a part.
+    def write_file(self, rel: str, data: bytes | memoryview | list, *, atomic: bool) -> None:
+        """Write one file (`data` may be a list of buffers, written one after the other).
+        `atomic`: readers see the old state or all of it, never a part.
 
         Local files are always fsynced before returning: a manifest entry published
         after them must never point at data still in the page cache.
         """
         p = self.path(rel)
+        parts = data if isinstance(data, list) else [data]
         if not self.is_local:
-            self.fs.pipe_file(p, bytes(data))  # one put: atomic on object stores
+            self.fs.pipe_file(p, b"".join(parts))  # one put: atomic on object stores
             return
         folder = os.path.dirname(p)
         os.makedirs(folder, exist_ok=True)
@@ -131,7 +133,8 @@ class Location:
         # no listing or glob (*.parquet, *.json) ever picks up a half-written file.
         target = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(p)}.{uuid.uuid4().hex}") if atomic else p
         with open(target, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         if atomic:

@@ -113,14 +113,18 @@ class KeyIndex:
     def dump(self, segments: list[dict]) -> bytes:
         """The index as one file: a JSON header (the segments it covers, in order, and
         the payload's sha256), then the sorted digests and positions."""
-        payload_d = np.ascontiguousarray(self.digests).tobytes()
-        payload_p = np.ascontiguousarray(self.pos, "<i8").tobytes()
+        return b"".join(self.dump_parts(segments))
+
+    def dump_parts(self, segments: list[dict]) -> list[memoryview | bytes]:
+        """`dump` as its pieces, the arrays not copied (a 30M-key index is 720 MB)."""
+        payload_d = memoryview(np.ascontiguousarray(self.digests)).cast("B")
+        payload_p = memoryview(np.ascontiguousarray(self.pos, "<i8")).cast("B")
         digest = hashlib.sha256(payload_d)
         digest.update(payload_p)
         header = json.dumps(
             {"n": len(self.digests), "segments": segments, "sha256": digest.hexdigest()}, sort_keys=True
         ).encode()
-        return b"".join([_MAGIC, struct.pack("<Q", len(header)), header, payload_d, payload_p])
+        return [_MAGIC, struct.pack("<Q", len(header)), header, payload_d, payload_p]
 
     @classmethod
     def load(cls, data: bytes) -> tuple[KeyIndex, list[dict]]:
