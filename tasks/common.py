@@ -37,6 +37,7 @@ __all__ = [
     "now",
     "write_manifest",
     "read_manifest",
+    "read_manifest_file",
     "open_cache",
     "open_tables",
 ]
@@ -119,17 +120,39 @@ def now() -> datetime:
 
 
 def write_manifest(ws: Workspace, key: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Store a stage's output manifest as manifests/<key>.json and return it (with key)."""
+    """Store a stage's output manifest as manifests/<key>.json and return it (with key and
+    its own sha256, `manifest_sha256`: tasks/integrity.py)."""
     import json
 
-    out = {"key": key, **manifest}
+    from tasks.integrity import seal
+
+    out = seal({"key": key, **manifest})
     atomic_write_text(ws.manifest(key), json.dumps(out, indent=1, sort_keys=True, allow_nan=False))
     return out
 
 
+def read_manifest_file(path: Path) -> Any:
+    """A manifest file as stored (unchecked); OSError / ValueError if unreadable."""
+    return read_json(path)
+
+
 def read_manifest(ws: Workspace, key: str) -> dict[str, Any] | None:
+    """The stage manifest of `key`, or None when it is missing or fails its own sha256
+    (a damaged manifest is never served: the stage's next run writes it again)."""
+    from tasks.integrity import manifest_problem
+
     path = ws.manifest(key)
-    return read_json(path) if path.is_file() else None
+    try:
+        manifest = read_manifest_file(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        manifest = None
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        logger().warning("%s: %s; treated as missing (the stage's next run writes it again)", path, problem)
+        return None
+    return manifest
 
 
 def open_cache(cfg: PipelineConfig):

@@ -83,7 +83,7 @@ def offset_sample(cfg: PipelineConfig, row: dict[str, Any], seed: int) -> tuple[
                                                           "snapshot": meta["captions_fp"]})
     shas = captions.sort_by("text_sha")["text_sha"].to_pylist()
     chosen = sample_captions(shas, row["n_text"], seed)
-    item_keys, _ = read_item_sample(_items_manifest(ws, meta["items_fp"], meta["modal_namespace"]))
+    item_keys, _ = read_item_sample(_items_manifest(ws, meta["items_fp"], meta["modal_namespace"]), cfg)
     cache = open_cache(cfg)
     text = cache.open_namespace(meta["text_namespace"]).get(chosen)
     modal = cache.open_namespace(meta["modal_namespace"]).get(item_keys)
