@@ -2,8 +2,9 @@
 
 Prefect options (STYLE.md, "Prefect 3 caching: known pitfalls"):
 
-- every cached task gets an explicit `cache_key_fn` from tasks/keys.py (no run id in
-  it) and `persist_result=True`; result storage is bound per run to
+- every cached task gets an explicit cache policy, `checked(<key fn from tasks/keys.py>)`
+  (tasks/cache_policy.py: the key without any run id, and a record whose outputs are
+  missing or damaged is a miss), and `persist_result=True`; result storage is bound per run to
   `<workdir>/prefect/results` by `with_workspace` (the workdir is only known from the
   config, so it cannot be fixed at import time);
 - `retries` cover transient failures only: `transient_only` refuses to retry errors
@@ -76,7 +77,7 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, PERMANENT_ERRORS)
 
 
-#: Options of every cached stage task (cache_key_fn is added per task). `on_failure`
+#: Options of every cached stage task (cache_policy is added per task). `on_failure`
 #: names the task run on its exception, so the flow reports the stage that failed
 #: (tasks/failures.py).
 STAGE_OPTIONS: dict[str, Any] = {
