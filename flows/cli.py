@@ -528,7 +528,7 @@ def verify_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."
     except _user_errors() as exc:
         _fail(str(exc))
     for p in problems:
-        err.print(f"damaged: {p}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(EXIT_RUN_FAILED)
     out.print(f"{cfg.name}: every stage output, table part and cache segment is intact")

@@ -121,7 +121,7 @@ def verify_lines(demo) -> list[str]:
     result = invoke("verify", demo["config"])
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert lines and all(line.startswith("damaged: ") for line in lines), result.stderr
+    assert lines and all(line.startswith("problem: ") for line in lines), result.stderr
     return lines
 
 
