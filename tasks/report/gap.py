@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import open_cache, open_tables
+from tasks.common import open_cache, open_tables, read_manifest
+from tasks.integrity import checked_offset_dir
 from tasks.config import PipelineConfig
 from tasks.workspace import Workspace
 
@@ -77,7 +78,8 @@ def offset_sample(cfg: PipelineConfig, row: dict[str, Any], seed: int) -> tuple[
     folder = ws.offset_dir(row["offset_fp"])
     if not folder.is_dir() and row.get("path"):  # an offsets folder outside this workdir
         folder = Path(row["path"])
-    offset = load_offset(folder)
+    manifest = read_manifest(ws, row["offset_fp"])
+    offset = load_offset(checked_offset_dir(cfg, folder, manifest and manifest.get("sha256"), row["encoder"]))
     meta = offset.metadata
     captions = open_tables(cfg).read("captions", filters={"dataset": meta["dataset"],
                                                           "snapshot": meta["captions_fp"]})
