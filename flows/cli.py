@@ -12,6 +12,8 @@
     textme tables adopt CONFIG                   list parts written before table manifests
     textme search CONFIG "text" [--modality M] [--k 10]
     textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
+    textme verify CONFIG                         every artifact: heads, offsets, manifests, samples,
+                                                 table parts, cache segments; exit 1 on a problem
     textme cache verify CONFIG
     textme cache gc CONFIG [CONFIG ...] [--dry-run]
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
@@ -529,6 +531,27 @@ def report(
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+@app.command("verify")
+def verify_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
+    """Check every artifact the config's results depend on; one line per problem, exit 1 if any."""
+    cfg = _load(config)
+    import logging
+
+    from tasks.verify import verify_all
+
+    logging.getLogger("storage.tables").setLevel(logging.ERROR)  # its parts' problems are listed below
+
+    try:
+        problems = verify_all(cfg)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    for p in problems:
+        err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(EXIT_RUN_FAILED)
+    out.print(f"{cfg.name}: every stage output, table part and cache segment is intact")
 
 
 @cache_app.command("verify")

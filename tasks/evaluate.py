@@ -38,9 +38,11 @@ import numpy as np
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.common import GPU_STAGE_OPTIONS, logger, write_manifest
 from tasks.config import EvalSpec, PipelineConfig
 from tasks.inputs import EvalInputs, read_eval_manifest
+from tasks.integrity import checked_head, checked_offset_dir
 from tasks.sources import cached_file_key
 from tasks.workspace import Workspace
 
@@ -97,18 +99,20 @@ class EvalContext:
 
         memo = (encoder, variant)
         if memo not in self._models:
-            self._models[memo] = load_projection(self.heads[encoder][variant]["path"])
+            self._models[memo] = load_projection(checked_head(self.cfg, self.heads[encoder][variant]))
         return self._models[memo]
 
     def _offset(self, encoder: str, variant: str):
         """The offsets a variant's head is used with (None: the uncentred ablation)."""
         from textme import load_offset
 
-        folder = self.heads[encoder][variant].get("offset_dir") if variant != "uncentred" else None
+        m = self.heads[encoder][variant]
+        folder = m.get("offset_dir") if variant != "uncentred" else None
         if folder is None:
             return None
         if folder not in self._offset_memo:
-            self._offset_memo[folder] = load_offset(folder)
+            self._offset_memo[folder] = load_offset(checked_offset_dir(self.cfg, folder, m.get("offset_sha256"),
+                                                                       encoder))
         return self._offset_memo[folder]
 
     def _project(self, encoder: str, raw: np.ndarray, variant: str, tower: str) -> np.ndarray:
@@ -363,7 +367,7 @@ def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot:
     return write_manifest(Workspace.of(cfg), key, manifest)
 
 
-@task(name="evaluate", task_run_name="evaluate-{name}", cache_key_fn=keys.evaluate_key_fn, **GPU_STAGE_OPTIONS)
+@task(name="evaluate", task_run_name="evaluate-{name}", cache_policy=checked(keys.evaluate_key_fn), **GPU_STAGE_OPTIONS)
 def evaluate(config: str, name: str, heads: dict[str, Any], pivot: dict[str, Any] | None) -> dict[str, Any]:
     """Prefect task: `heads` maps each encoder the entry needs to its offsets and head
     manifests (train, released); `pivot` is the pivot's embed manifest (lineage), None

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.common import STAGE_OPTIONS, logger, now, open_tables, write_manifest
 from tasks.config import PipelineConfig
 from tasks.sources import Captions, read_captions
@@ -96,7 +97,7 @@ def read_snapshot(cfg: PipelineConfig, manifest: dict[str, Any]) -> tuple[list[s
     return table["text_sha"].to_pylist(), table["text"].to_pylist()
 
 
-@task(name="ingest", task_run_name="ingest-{dataset}", cache_key_fn=keys.ingest_key_fn, **STAGE_OPTIONS)
+@task(name="ingest", task_run_name="ingest-{dataset}", cache_policy=checked(keys.ingest_key_fn), **STAGE_OPTIONS)
 def ingest(config: str, dataset: str) -> dict[str, Any]:
     """Prefect task: `config` is the resolved config snapshot path, `dataset` its name."""
     return ingest_dataset(keys.load_snapshot(config), dataset)

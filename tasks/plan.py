@@ -1,11 +1,12 @@
 """Replay the DAG's keys without running anything: what is cached, missing or stale.
 
-Each stage's key is computed exactly as its task's `cache_key_fn` would, from the
+Each stage's key is computed exactly as its task's cache policy would, from the
 config, the inputs' content and the upstream manifests stored under
 <workdir>/manifests/. A stage is
 
-- `cached`: its manifest and Prefect's result record for the current key both exist
-  (the next run will not execute it);
+- `cached`: its manifest (passing its own sha256) and Prefect's result record for the
+  current key both exist (the next run will not execute it, unless a file it names fails
+  its sha256: `textme verify` checks those);
 - `stale`: an earlier result for the same stage and unit exists, under another key
   (inputs, parameters or code changed since);
 - `missing`: never computed (or an upstream stage is not cached, so its key is not

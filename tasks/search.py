@@ -17,6 +17,7 @@ from tasks import keys
 from tasks.common import open_cache
 from tasks.config import ConfigError, PipelineConfig
 from tasks.inputs import read_eval_manifest
+from tasks.integrity import checked_head, checked_offset_dir
 from tasks.plan import replay
 from tasks.sources import cached_file_key
 
@@ -37,7 +38,7 @@ def corpus_items(cfg: PipelineConfig, encoder: str, items_manifest: dict[str, An
 
     pairs: dict[str, str] = {}
     if items_manifest is not None:
-        for k, p in zip(*read_item_sample(items_manifest)):
+        for k, p in zip(*read_item_sample(items_manifest, cfg)):
             pairs.setdefault(k, p)
     for spec in cfg.evaluation:
         fields = spec.fields
@@ -96,8 +97,10 @@ def search_corpora(cfg: PipelineConfig, text: str, *, modality: str | None = Non
         if not pairs:
             continue
         usable += 1
-        z = project(load_projection(head_st.manifest["path"]), ns.get([key for key, _ in pairs]),
-                    offset=load_offset(head_st.manifest["offset_dir"]).modal_mean)
+        m = head_st.manifest
+        offset = load_offset(checked_offset_dir(cfg, m["offset_dir"], m.get("offset_sha256"), e))
+        z = project(load_projection(checked_head(cfg, m)), ns.get([key for key, _ in pairs]),
+                    offset=offset.modal_mean)
         if query_vec is None:
             ref = cfg.pivot
             query_vec = keys.build_encoder(ref.encoder, ref.options).encode("query", [normalize_text(text)])[0]

@@ -20,8 +20,10 @@ from typing import Any
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, open_tables, write_manifest
 from tasks.config import PipelineConfig
+from tasks.integrity import checked_offset_dir, sha256_file
 from tasks.progress import stage_progress
 from tasks.workspace import Workspace
 
@@ -60,7 +62,8 @@ def train_head(
     rows = training_captions(cfg, captions)
     x = namespace_of(cfg, text).get(rows)
     y = namespace_of(cfg, pivot).get(rows)
-    mu_text = None if offset is None else load_offset(offset["dir"]).text_mean
+    mu_text = None if offset is None else load_offset(
+        checked_offset_dir(cfg, offset["dir"], offset.get("sha256"), encoder)).text_mean
     train_cfg = TrainConfig(**cfg.training.params)
     log = logger()
     log.info("train %s (%s): %d captions, %d -> %d dims, %d epochs",
@@ -98,8 +101,10 @@ def train_head(
         "variant": variant,
         "projection_fp": key,
         "path": str(path),
+        "sha256": sha256_file(path),
         "offset_fp": None if offset is None else offset["offset_fp"],
         "offset_dir": None if offset is None else offset["dir"],
+        "offset_sha256": None if offset is None else offset["sha256"],
         "captions": [c["captions_fp"] for c in captions],
         "n_train": len(rows),
         "history": [{"epoch": int(h["epoch"]), "loss": float(h["loss"]), "lr": float(h["lr"])} for h in history],
@@ -114,7 +119,7 @@ def _run_name() -> str:
     return f"train-{params['encoder']}-{'uncentred' if params.get('offset') is None else 'centred'}"
 
 
-@task(name="train", task_run_name=_run_name, cache_key_fn=keys.train_key_fn, **GPU_STAGE_OPTIONS)
+@task(name="train", task_run_name=_run_name, cache_policy=checked(keys.train_key_fn), **GPU_STAGE_OPTIONS)
 def train(
     config: str,
     encoder: str,

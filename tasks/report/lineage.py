@@ -193,6 +193,18 @@ def _namespace(cfg: PipelineConfig, encoder: str, tower: str) -> str:
     return keys.namespace_id(keys.encoder_identity(cfg, encoder, tower))
 
 
+def _intact(cfg: PipelineConfig, ws: Workspace, fp: str) -> bool:
+    """Whether the head of train stage `fp` passes the sha256 its manifest recorded."""
+    from tasks.common import read_manifest
+    from tasks.integrity import IntegrityError, checked_head
+
+    manifest = read_manifest(ws, fp)
+    try:
+        return manifest is not None and checked_head(cfg, manifest) is not None
+    except IntegrityError:
+        return False
+
+
 def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, offset: dict[str, Any] | None,
                by_head: dict[str, list[dict[str, Any]]], eligible, rank) -> str | None:
     """The head of (encoder, variant) trained on this config's text namespace (and, for
@@ -207,7 +219,7 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
         if not any(eligible(r["run_id"]) for r in rows):
             continue
         path = ws.projection(fp)
-        if not path.is_file():
+        if not path.is_file() or not _intact(cfg, ws, fp):
             continue
         meta = _head_inputs(ws, fp, path)
         ns_text = ns_text or _namespace(cfg, encoder, "text")
