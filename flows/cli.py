@@ -2,7 +2,8 @@
 
     textme run CONFIG [--runner thread|dask] [--threads N] [--dask-workers N] [--dask-address URL]
     textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
-    textme refresh CONFIG [--force]              re-run if a caption source changed
+    textme refresh CONFIG [--force]              re-run if a caption source changed (else
+                                                 ends at once: no flow started)
     textme status CONFIG [--json]                cached / missing / stale per stage
     textme query CONFIG "SQL" [--limit N]        read-only SQL on the catalog
                                                  (also: "SQL" --config CONFIG | --catalog PATH)
@@ -232,7 +233,22 @@ def refresh(
     config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
     force: bool = typer.Option(False, help="Run the pipeline even if no source changed."),
 ) -> None:
-    """Re-run the pipeline if a caption source changed since the last refresh."""
+    """Re-run the pipeline if a caption source changed since the last refresh.
+
+    Nothing changed: the check is recorded and the command ends, no flow started."""
+    if not force:
+        from tasks.refresh_check import check_sources, record_check
+
+        cfg = _load(config)
+        try:
+            check = check_sources(cfg)
+        except _user_errors() as exc:
+            _fail(str(exc))
+        if not check.changed:
+            record_check(cfg, check)
+            out.print(check.nothing_to_run(), markup=False, highlight=False, soft_wrap=True)
+            out.print("changed: nothing; pipeline ran: False")
+            return
     cfg = _load(config, check_inputs=True)
     from flows.refresh import refresh as refresh_flow
 

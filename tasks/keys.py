@@ -205,10 +205,13 @@ def namespace_id(identity: Mapping[str, Any]) -> str:
 
 
 def train_params(cfg: PipelineConfig) -> dict[str, Any]:
-    """TrainConfig resolved with its defaults, minus fields that do not change outputs."""
-    from textme.training import TrainConfig
-
-    resolved = TrainConfig(**cfg.training.params).to_dict()
+    """TrainConfig resolved with its defaults (`TrainConfig(**params).to_dict()`), minus
+    fields that do not change outputs. Read from the config's TrainingSpec, which restates
+    TrainConfig's fields and defaults (tests/pipeline/test_config_models.py keeps the two
+    equal), so that a key needs no torch."""
+    spec = cfg.training
+    # `params` with every field counted as given: the defaults come in, resolved.
+    resolved = spec.model_construct(_fields_set=set(type(spec).model_fields), **dict(spec)).params
     for name in _TRAIN_NON_OUTPUT_FIELDS:
         resolved.pop(name, None)
     return resolved

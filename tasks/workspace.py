@@ -12,7 +12,8 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
       projections/<fp>.pt   trained heads (textme.save_projection)
       prefect/results/      Prefect's persisted task results and cache records
       refresh/<fp>.json     caption source fingerprints seen by the last refresh of the
-                            config with fingerprint <fp>
+                            config with fingerprint <fp> (tasks/refresh_check.py)
+      refresh/<fp>.checked.json  the last check of them that found nothing changed
       reports/<run>/        the run report: PNG plots + index.html (tasks/report/)
       demo/                 embedded demo assets (demo.assets.prepare_demo)
 """
@@ -67,6 +68,10 @@ class Workspace:
     def refresh_state(self, config_fp: str) -> Path:
         """What the last successful refresh of one config (by content) saw of its sources."""
         return self.root / "refresh" / f"{config_fp}.json"
+
+    def refresh_checked(self, config_fp: str) -> Path:
+        """When a refresh of that config last found no source changed (and ran nothing)."""
+        return self.root / "refresh" / f"{config_fp}.checked.json"
 
     @property
     def demo(self) -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from tasks import keys
@@ -208,8 +209,6 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
                by_head: dict[str, list[dict[str, Any]]], eligible, rank) -> str | None:
     """The head of (encoder, variant) trained on this config's text namespace (and, for
     textme, with this offset): this run's, else the newest eligible one."""
-    from textme.projector import read_projection_metadata
-
     if variant == "textme" and offset is None:
         return None
     ns_text = None
@@ -222,7 +221,7 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
         path = ws.projection(fp)
         if not path.is_file() or not _intact(cfg, ws, fp):
             continue
-        meta = read_projection_metadata(path)["metadata"]
+        meta = _head_inputs(ws, fp, path)
         ns_text = ns_text or _namespace(cfg, encoder, "text")
         if meta.get("text_namespace") != ns_text:
             continue
@@ -230,3 +229,17 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
             continue
         candidates.append((max(rank(r["run_id"]) for r in rows), fp))
     return max(candidates)[1] if candidates else None
+
+
+def _head_inputs(ws: Workspace, fp: str, path: Path) -> dict[str, Any]:
+    """The head's text namespace and offset: from its train manifest when that records
+    them (no torch needed), else from the checkpoint's metadata."""
+    from tasks.common import read_manifest
+
+    manifest = read_manifest(ws, fp) or {}
+    inputs = manifest.get("train_inputs") or {}
+    if "text_namespace" in inputs:
+        return {"text_namespace": inputs["text_namespace"], "offset_fp": manifest.get("offset_fp")}
+    from textme.projector import read_projection_metadata
+
+    return read_projection_metadata(path)["metadata"]
