@@ -40,7 +40,14 @@ from textme.projector import (  # noqa: E402
     read_projection_metadata,
     save_projection,
 )
-from textme.training import TrainConfig, lr_at, project, train_projection  # noqa: E402
+from textme.training import (  # noqa: E402
+    TrainConfig,
+    UncentredShift,
+    lr_at,
+    project,
+    train_projection,
+    train_projection_with_uncentred,
+)
 
 __all__ = [
     "__version__",
@@ -64,5 +71,7 @@ __all__ = [
     "TrainConfig",
     "lr_at",
     "train_projection",
+    "train_projection_with_uncentred",
+    "UncentredShift",
     "project",
 ]
