@@ -139,6 +139,23 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
+def training_memory_bytes(
+    n_rows: int, in_dim: int, out_dim: int, config: TrainConfig | None = None, itemsize: int = 2
+) -> int:
+    """Estimated peak bytes of `train_projection` on n_rows rows of `itemsize` bytes.
+
+    The rows (n x (in_dim + out_dim) x itemsize: they stay resident, as given), the
+    head's parameters with their gradients and AdamW's two moments (4 x float32), and
+    one batch's float32 activations and similarity matrices (a few copies each).
+    """
+    cfg = config or TrainConfig()
+    hidden = cfg.proj_dim or 2 * in_dim
+    params = in_dim * hidden + hidden * out_dim + 6 * hidden + 6 * out_dim
+    batch = min(cfg.batch_size, n_rows)
+    activations = batch * (in_dim + 4 * hidden + 4 * out_dim) + 6 * batch * batch
+    return n_rows * (in_dim + out_dim) * itemsize + 4 * (4 * params + activations)
+
+
 def lr_at(
     step: int,
     total_steps: int,
@@ -295,7 +312,8 @@ def _build(
     head = ProjectionHead(in_dim, cfg.proj_dim or 2 * in_dim, out_dim,
                           init_mode=cfg.init_mode, dim_act=cfg.dim_act, generator=init)
     if start is not None:
-        if start.config() != head.config():
+        shape = ("in_dim", "proj_dim", "out_dim", "dim_act")  # init_mode no longer matters
+        if [start.config()[k] for k in shape] != [head.config()[k] for k in shape]:
             raise ValueError(f"warm start: the starting head is {start.config()}, this training builds "
                              f"{head.config()}; train from scratch or start from a head of the same shape")
         head.load_state_dict(start.state_dict())
