@@ -2,7 +2,7 @@
 
     ingest (per dataset)
       -> embed: pivot texts | per encoder: text tower, modal items   (fan out)
-      -> offsets (per encoder) -> train (per encoder; + uncentred ablation)
+      -> offsets (per encoder) -> train (per encoder) -> uncentred ablation (derived, not trained)
                                -> released (per encoder with a `released:` head)
       -> evaluate (per evaluation entry)                             (join)
       -> results (one writer: results table, DuckDB catalog, artifacts)
@@ -35,7 +35,7 @@ from tasks.offsets import compute_offsets
 from tasks.released import released
 from tasks.report.stage import run_report
 from tasks.results import record_run, write_results
-from tasks.train import train
+from tasks.train import train, uncentred
 from tasks.validate import pivot_datasets, preflight, text_datasets, used_datasets
 from tasks.workspace import Workspace, atomic_write_text
 
@@ -68,8 +68,9 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
 
 def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict[str, Any]:
     ws = Workspace.of(cfg)
-    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_released, t_evaluate = (
-        with_workspace(t, ws) for t in (ingest, embed_texts, embed_items, compute_offsets, train, released, evaluate)
+    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_uncentred, t_released, t_evaluate = (
+        with_workspace(t, ws)
+        for t in (ingest, embed_texts, embed_items, compute_offsets, train, uncentred, released, evaluate)
     )
 
     datasets = used_datasets(cfg)
@@ -87,11 +88,12 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
     heads = {}
     for e, entry in cfg.encoders.items():
         train_captions = [captions[d] for d in entry.train_on] if entry.train else []
+        centred = t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]) if entry.train else None
         heads[e] = {
             "offset": offsets.get(e),
-            "textme": t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]) if entry.train else None,
-            "uncentred": (
-                t_train.submit(snapshot, e, text[e], pivot, train_captions, None)
+            "textme": centred,
+            "uncentred": (  # derived from the centred run: no second training
+                t_uncentred.submit(snapshot, e, text[e], pivot, train_captions, centred)
                 if entry.train and cfg.training.ablate_centring
                 else None
             ),

@@ -348,8 +348,12 @@ _Device = Annotated[StrictStr, StringConstraints(pattern=rf"^(?:auto|(?:{'|'.joi
 _Beta = _float(ge=0, lt=1)
 
 
+#: `training:` fields that steer the pipeline, not `textme.TrainConfig`.
+PIPELINE_TRAINING_FIELDS = ("ablate_centring", "memory_budget_gb", "warm_start", "warm_start_epochs")
+
+
 class TrainingSpec(_Model):
-    """`textme.TrainConfig`'s fields (same names, defaults: the paper's) + ablate_centring.
+    """`textme.TrainConfig`'s fields (same names, defaults: the paper's) + PIPELINE_TRAINING_FIELDS.
 
     `params` holds only the fields the config gives: the train stage resolves the rest
     with TrainConfig's defaults into its key (tasks/keys.py), so a changed default is a
@@ -383,8 +387,18 @@ class TrainingSpec(_Model):
     device: _Device = Field("auto", description="auto (cuda if available) or a torch device.")
     precision: _PRECISIONS = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")
     drop_last: StrictBool = Field(True, description="Drop the ragged last batch (as the official code).")
-    ablate_centring: StrictBool = Field(False, description="Also train and evaluate the uncentred heads "
+    ablate_centring: StrictBool = Field(False, description="Also evaluate the uncentred heads, derived from the "
+                                                           "centred training run without a second training "
                                                            "(pipeline switch, not a TrainConfig field).")
+    memory_budget_gb: _float(gt=0) | None = Field(
+        None, description="Memory that training heads may hold at once, in GB (rows x dims x bytes each, "
+                          "estimated before loading); a head larger than the budget runs alone. null: half of "
+                          "this machine's RAM (pipeline switch, never part of a key).")
+    warm_start: StrictBool = Field(False, description="Continue each head from the one a previous run trained on "
+                                                      "other captions (for warm_start_epochs), not from scratch "
+                                                      "(pipeline switch; warm heads have their own keys).")
+    warm_start_epochs: StrictInt = Field(5, ge=1, description="Epochs a warm-started head trains "
+                                                              "(training.warm_start).")
 
     @model_validator(mode="after")
     def _margins(self) -> TrainingSpec:
@@ -403,7 +417,7 @@ class TrainingSpec(_Model):
     @property
     def params(self) -> dict[str, Any]:
         """The TrainConfig fields the config gives (JSON values: `TrainConfig(**params)`)."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if k != "ablate_centring"}
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in PIPELINE_TRAINING_FIELDS}
 
 
 class EvalSpec(_Model):

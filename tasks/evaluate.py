@@ -166,7 +166,7 @@ class EvalContext:
         (comma-joined when several: an emergent pair has two heads). A released head's
         are `released:<file>@sha256:<hex>` (tasks/released.py)."""
         if variant not in HEAD_VARIANTS:
-            return {"captions_fp": None, "offset_fp": None, "projection_fp": None}
+            return {"captions_fp": None, "offset_fp": None, "projection_fp": None, "warm_start_from": None}
         used = [self.heads[e][variant] for e in encoders if e in self.heads]
         captions = sorted({c for m in used for c in m["captions"]})
         offsets = [m["offset_fp"] for m in used if m.get("offset_fp")] if variant != "uncentred" else []
@@ -174,6 +174,9 @@ class EvalContext:
             "captions_fp": ",".join(captions) or None,
             "offset_fp": ",".join(offsets) or None,
             "projection_fp": ",".join(m["projection_fp"] for m in used) or None,
+            # the heads these warm-started from (training.warm_start), "" for a scratch one
+            "warm_start_from": (",".join(m.get("warm_start_from") or "" for m in used) or None
+                                if any(m.get("warm_start_from") for m in used) else None),
         }
 
 

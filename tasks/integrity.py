@@ -196,6 +196,9 @@ def stage_problems(cfg: Any, key: str, expected: Mapping[str, Any] | None = None
     if stage in ("train", "released"):
         if (p := _file_problem(Path(m["path"]), m.get("sha256"))) is not None:
             out.append(Problem(m["path"], p, repair))
+        twin = m.get("uncentred_running_mean")  # a centred head's derived-uncentred running mean
+        if twin and (p := _file_problem(Path(twin), m.get("uncentred_running_mean_sha256"))) is not None:
+            out.append(Problem(twin, p, repair))
     for folder, sums in _offset_folders(m):
         out += [Problem(str(f), p, repair) for f, p in _folder_problems(Path(folder), sums)]
     if stage == "embed_items" and (p := _file_problem(Path(m["items_file"]), m.get("items_sha256"))) is not None:

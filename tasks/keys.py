@@ -40,7 +40,10 @@ __all__ = [
     "embed_texts_key",
     "embed_items_key",
     "offsets_key",
+    "train_inputs",
+    "train_spec",
     "train_key",
+    "uncentred_key",
     "released_key",
     "evaluate_key",
     "HEAD_VARIANTS",
@@ -50,6 +53,7 @@ __all__ = [
     "embed_items_key_fn",
     "offsets_key_fn",
     "train_key_fn",
+    "uncentred_key_fn",
     "released_key_fn",
     "evaluate_key_fn",
 ]
@@ -275,6 +279,46 @@ def offsets_key(
     )
 
 
+def train_inputs(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    offset: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What a head trained from scratch is made of (its key's inputs)."""
+    return {
+        "text_namespace": text["namespace"],
+        "pivot_namespace": pivot["namespace"],
+        "captions": [c["captions_fp"] for c in captions],  # order = row order in training
+        "offset": None if offset is None else offset["offset_fp"],
+        "train": train_params(cfg),
+    }
+
+
+def train_spec(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    offset: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, Any]]:
+    """(key, inputs) of a train stage. With `training.warm_start`, a centred head that
+    continues an earlier one (tasks/warm_start.py) adds `warm_start_from` (that head's
+    key) and `warm_start_epochs` to its inputs, so warm and scratch heads never share
+    a key; a scratch head's key is what it was before warm starts existed."""
+    inputs = train_inputs(cfg, encoder, text, pivot, captions, offset)
+    if offset is not None and cfg.training.warm_start:
+        from tasks.warm_start import warm_start_source
+
+        source = warm_start_source(cfg, encoder, inputs, stage_key("train", inputs))
+        if source is not None:
+            inputs = {**inputs, "warm_start_from": source, "warm_start_epochs": cfg.training.warm_start_epochs}
+    return stage_key("train", inputs), inputs
+
+
 def train_key(
     cfg: PipelineConfig,
     encoder: str,
@@ -283,16 +327,24 @@ def train_key(
     captions: list[Mapping[str, Any]],
     offset: Mapping[str, Any] | None,
 ) -> str:
-    return stage_key(
-        "train",
-        {
-            "text_namespace": text["namespace"],
-            "pivot_namespace": pivot["namespace"],
-            "captions": [c["captions_fp"] for c in captions],  # order = row order in training
-            "offset": None if offset is None else offset["offset_fp"],
-            "train": train_params(cfg),
-        },
-    )
+    return train_spec(cfg, encoder, text, pivot, captions, offset)[0]
+
+
+def uncentred_key(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    centred: Mapping[str, Any],
+) -> str:
+    """The uncentred ablation head: derived from the centred head's run when that run
+    kept its twin's running mean (`derived_from` = the centred head's key), else the
+    key of a head trained on raw text (heads trained before the derivation existed)."""
+    if not centred.get("uncentred_running_mean"):
+        return train_key(cfg, encoder, text, pivot, captions, None)
+    inputs = train_inputs(cfg, encoder, text, pivot, captions, None)
+    return stage_key("train", {**inputs, "derived_from": centred["projection_fp"]})
 
 
 def released_key(cfg: PipelineConfig, encoder: str, offset: Mapping[str, Any] | None) -> str:
@@ -372,6 +424,10 @@ def offsets_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
 
 def train_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return train_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["offset"])
+
+
+def uncentred_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return uncentred_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["centred"])
 
 
 def released_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ with `train: false` and a released offset folder has no offsets stage at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,14 @@ from tasks.config import PipelineConfig
 from tasks.integrity import folder_sha256
 from tasks.workspace import Workspace
 
-__all__ = ["compute_offsets", "compute_offset", "sample_captions", "OFFSET_FILES"]
+__all__ = ["compute_offsets", "compute_offset", "sample_captions", "sample_centroid", "OFFSET_FILES"]
 
 #: The files of an offsets folder (ours, then the official pickles); each one's sha256
 #: goes into the manifest.
 OFFSET_FILES = ("offset.json", "text_mean.npy", "modal_mean.npy", "text_embed_mean.pkl", "img_embed_mean.pkl")
 
 
-def sample_captions(shas: list[str], n: int, seed: int) -> list[str]:
+def sample_captions(shas: Sequence[str], n: int, seed: int) -> list[str]:
     """`n` of the given caption keys (all when fewer), chosen with `seed`, in input order."""
     if len(shas) <= n:
         return list(shas)
@@ -57,6 +58,21 @@ def _save_official(vector: np.ndarray, path: Path) -> None:
     save_official_offset(vector, path)
 
 
+def sample_centroid(ns: Any, sample: list[str]) -> np.ndarray:
+    """`textme.centroid` of the sample's cached vectors, read chunk by chunk (the same
+    float32 result as reading them all at once, in bounded memory)."""
+    from textme.offsets import CentroidAccumulator
+
+    from tasks.vectors import iter_rows
+
+    if not sample:
+        raise ValueError(f"offsets: an empty sample from cache namespace {ns.id[:12]}; nothing to average")
+    acc = CentroidAccumulator(ns.dim)
+    for rows in iter_rows(ns, sample):
+        acc.add(rows)
+    return acc.mean()
+
+
 def compute_offset(
     cfg: PipelineConfig, encoder: str, text: dict[str, Any], modal: dict[str, Any], captions: dict[str, Any]
 ) -> dict[str, Any]:
@@ -69,9 +85,9 @@ def compute_offset(
     shas, _ = read_snapshot(cfg, captions)
     chosen = sample_captions(shas, cfg.offsets.n_samples, cfg.offsets.seed)
     item_keys, _ = read_item_sample(modal, cfg)
-    text_vecs = namespace_of(cfg, text).get(chosen)
-    modal_vecs = namespace_of(cfg, modal).get(item_keys)
-    offset = Offset.from_embeddings(text_vecs, modal_vecs)
+    offset = Offset(sample_centroid(namespace_of(cfg, text), chosen),
+                    sample_centroid(namespace_of(cfg, modal), item_keys),
+                    n_text=len(chosen), n_modal=len(item_keys))
     ws = Workspace.of(cfg)
     folder = ws.offset_dir(key)
     save_offset(offset, folder, encoder=encoder, dataset=captions["dataset"], stage_key=key,

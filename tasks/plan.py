@@ -136,8 +136,10 @@ def replay(cfg: PipelineConfig) -> Replay:
             centred = r.check("train", f"{e}/textme", e, lambda e=e, text=text, off=off, entry=entry: keys.train_key(
                 cfg, e, *_need(text, pivot), captions(list(entry.train_on)), *_need(off)))
             if cfg.training.ablate_centring:
-                uncentred = r.check("train", f"{e}/uncentred", e, lambda e=e, text=text, entry=entry: keys.train_key(
-                    cfg, e, *_need(text, pivot), captions(list(entry.train_on)), None))
+                uncentred = r.check("train", f"{e}/uncentred", e,
+                                    lambda e=e, text=text, entry=entry, centred=centred: keys.uncentred_key(
+                                        cfg, e, *_need(text, pivot), captions(list(entry.train_on)),
+                                        *_need(centred)))
         if entry.released is not None:
             released = r.check("released", f"{e}/released", e, lambda e=e, off=off, entry=entry: keys.released_key(
                 cfg, e, None if entry.has_released_offset else _need(off)[0]))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Workspace", "atomic_write_text", "read_json", "TEMP_GRACE_S"]
+__all__ = ["Workspace", "atomic_write_text", "atomic_write_bytes", "read_json", "TEMP_GRACE_S"]
 
 #: A temporary file of `atomic_write_text` older than this is a killed writer's leftover
 #: (a live writer holds one for the milliseconds of a write and an fsync).
@@ -127,11 +127,16 @@ class Workspace:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write-then-rename, so readers see the old file or the whole new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -28,7 +28,8 @@ _LAZY = {
                        "save_official_offset", "save_offset"),
     "textme.projector": ("CheckpointError", "ProjectionHead", "load_projection", "read_projection_metadata",
                          "save_projection"),
-    "textme.training": ("TrainConfig", "lr_at", "project", "train_projection"),
+    "textme.training": ("TrainConfig", "UncentredShift", "lr_at", "project", "train_projection",
+                        "train_projection_with_uncentred"),
 }
 _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -70,5 +71,7 @@ __all__ = [
     "TrainConfig",
     "lr_at",
     "train_projection",
+    "train_projection_with_uncentred",
+    "UncentredShift",
     "project",
 ]
