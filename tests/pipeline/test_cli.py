@@ -140,22 +140,21 @@ def test_query_errors_are_one_line(pipeline_runs):
 
 
 def test_search_ranks_items_of_every_modality(pipeline_runs):
-    from tasks.search import search_corpora
+    # more in tests/pipeline/test_search.py (file queries, the index stage, ANN)
+    from tasks.search import search
 
     cfg = load_config(pipeline_runs["config"])
-    hits, stand_in = search_corpora(cfg, "a red dog in a park", k=8)
-    assert stand_in and len(hits) == 8
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    assert all(Path(h["item"]).is_file() for h in hits)
-    everything, _ = search_corpora(cfg, "a red dog in a park", k=10_000)
-    assert {h["modality"] for h in everything} == {"image", "audio", "point"}
-    audio, _ = search_corpora(cfg, "a red dog in a park", modality="audio", k=5)
-    assert {h["modality"] for h in audio} == {"audio"}
+    res = search(cfg, "a red dog in a park", k=8)
+    assert res.stand_in and len(res.hits) == 8 and not res.missing
+    assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
+    assert all(Path(h.item).is_file() for h in res.hits)
+    assert {h.modality for h in search(cfg, "a red dog in a park", k=10_000).hits} == {"image", "audio", "point"}
+    assert {h.modality for h in search(cfg, "a red dog in a park", modality="audio", k=5).hits} == {"audio"}
 
-    result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "point", "--k", "3")
+    result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "point", "--top", "3")
     assert result.exit_code == 0 and "point" in result.stdout and "stand-in" in result.stdout
     result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "smell")
-    assert result.exit_code == 2 and "no encoder of modality 'smell'" in result.stderr
+    assert result.exit_code == 2 and "no index of modality 'smell'" in result.stderr
 
 
 # --------------------------------------------------------------------------- cache
