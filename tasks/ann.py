@@ -6,8 +6,8 @@ encoder's index of at least `index.ann_min_items` items gets one, written to
 or by the first search that finds it missing (faiss installed after the index was
 built). Smaller indexes, and every index without faiss, are searched exactly.
 
-IVF-Flat: the vectors are clustered into `nlist` lists (about 4 sqrt(n), trained on at
-most 256 vectors a list), a query visits the `index.ann_nprobe` lists nearest to it and
+IVF-Flat: the vectors are clustered into `nlist` lists (about sqrt(n), k-means trained
+on at most TRAIN_PER_LIST vectors a list), a query visits the `index.ann_nprobe` lists nearest to it and
 scores their vectors exactly. The vectors are unit rows, so inner product is cosine, the
 exact search's score. Recall against exact search and the speed-up:
 benchmarks/bench_search.py, docs/BENCHMARKS.md.
@@ -25,10 +25,14 @@ import numpy as np
 from tasks.config import PipelineConfig
 from tasks.workspace import Workspace
 
-__all__ = ["faiss_available", "ann_wanted", "ann_path", "build_ann", "train_ivf", "load_ann", "ann_top_k"]
+__all__ = ["faiss_available", "ann_wanted", "ann_path", "n_lists", "training_rows", "build_from_blocks", "build_ann",
+           "load_ann", "ann_top_k"]
 
 #: Vectors added to the faiss index per call (bounds the copy held besides faiss's own).
 ADD_BLOCK = 65_536
+#: k-means training vectors per IVF list (faiss warns below 39; 64 keeps a 1M-row build
+#: to about a minute on two cores).
+TRAIN_PER_LIST = 64
 
 
 def faiss_available() -> bool:
@@ -49,8 +53,14 @@ def ann_path(cfg: PipelineConfig, index_key: str) -> Path:
 
 
 def n_lists(n: int) -> int:
-    """IVF lists for n vectors: about 4 sqrt(n), and at least 39 vectors a list (faiss's floor)."""
-    return max(1, min(int(4 * np.sqrt(n)), n // 39))
+    """IVF lists for n vectors: about sqrt(n), and at least 39 vectors a list (faiss's floor)."""
+    return max(1, min(int(np.sqrt(n)), n // 39))
+
+
+def training_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Sorted row numbers of the k-means training sample (all rows when few)."""
+    m = min(n, TRAIN_PER_LIST * n_lists(n))
+    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
 def train_ivf(sample: np.ndarray, dim: int, nlist: int) -> Any:
@@ -76,10 +86,7 @@ def build_ann(cfg: PipelineConfig, ns: Any, keys: Sequence[str], index_key: str)
     import faiss
 
     n = len(keys)
-    nlist = n_lists(n)
-    rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(n, size=min(n, 256 * nlist), replace=False))
-    sample = ns.get([keys[i] for i in rows])
+    sample = ns.get([keys[i] for i in training_rows(n)])
     blocks = (ns.get(list(keys[s : s + ADD_BLOCK])) for s in range(0, n, ADD_BLOCK))
     ivf = build_from_blocks(blocks, sample, n, ns.dim)
     path = ann_path(cfg, index_key)

@@ -150,7 +150,9 @@ def test_ann_search_agrees_with_exact_search(indexed):
     from tasks.search import search
 
     cfg = indexed["cfg"]
-    ann_cfg = cfg.model_copy(update={"index": IndexSpec(ann_min_items=1)})
+    # 4 of an index's sqrt(n) lists (17 to 26 here): approximate, not a full scan (measured
+    # 0.91 recall@10 on the demo); the default nprobe 32 would visit every list
+    ann_cfg = cfg.model_copy(update={"index": IndexSpec(ann_min_items=1, ann_nprobe=4)})
     assert ann_cfg.path == cfg.path
     overlaps = []
     for audio, image in indexed["pairs"][:10]:
@@ -158,7 +160,7 @@ def test_ann_search_agrees_with_exact_search(indexed):
         approx = search(ann_cfg, audio, encoder="toy_audio", k=10)
         assert set(exact.exact.values()) == {True} and set(approx.exact.values()) == {False}
         overlaps.append(len({h.key for h in exact.hits} & {h.key for h in approx.hits}) / 10)
-    assert np.mean(overlaps) >= 0.9, overlaps
+    assert np.mean(overlaps) >= 0.8, overlaps
     ann_files = list((Path(cfg.workdir) / "indexes").glob("*.faiss"))
     assert len(ann_files) == 5  # one per index, persisted on first use
 
