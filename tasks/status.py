@@ -36,11 +36,13 @@ def index_namespaces(cfg: PipelineConfig) -> set[str]:
 
 
 def _runs(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """Run history with each run's real status (a dead `running` run shows `crashed`)."""
+    from tasks.runs import list_runs
+
     try:
-        rows = open_tables(cfg).read("runs").to_pylist()
+        return list_runs(open_tables(cfg))
     except Exception:  # no runs yet
         return []
-    return sorted(rows, key=lambda r: (str(r.get("started_at")), r.get("finished_at") is not None))
 
 
 def collect_status(cfg: PipelineConfig) -> dict[str, Any]:
