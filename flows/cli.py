@@ -10,7 +10,8 @@
     textme runs CONFIG [--limit N] [--json]      one line per flow run (dead ones: crashed)
     textme tables compact CONFIG [--table T]     merge the tables' part files
     textme tables adopt CONFIG                   list parts written before table manifests
-    textme search CONFIG "text" [--modality M] [--k 10]
+    textme search CONFIG QUERY [--top K] [--modality M] [--encoder E] [--exact] [--json]
+                                                 QUERY: words, or a file (image, WAV, ...)
     textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
     textme verify CONFIG                         every artifact: heads, offsets, manifests, samples,
                                                  table parts, cache segments; exit 1 on a problem
@@ -482,29 +483,40 @@ def _rebuild(cfg: Any, tables: Any, *, unlisted: bool = True) -> None:
 @app.command()
 def search(
     config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
-    text: str = typer.Argument(..., help="What to look for, in words."),
-    modality: Optional[str] = typer.Option(None, help="Only this modality (image, audio, point, ...)."),
-    k: int = typer.Option(10, help="Results to show."),
+    query: str = typer.Argument(..., help="Words, or a file (image, WAV, point cloud, ...) to find the like of."),
+    top: int = typer.Option(10, "--top", "-k", "--k", help="Results to show."),
+    modality: Optional[str] = typer.Option(None, help="Only items of this modality (image, audio, point, ...)."),
+    encoder: Optional[str] = typer.Option(None, help="The encoder that reads a file query (default: by its "
+                                                     "extension)."),
+    exact: bool = typer.Option(False, "--exact", help="Exact search even where an ANN index exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
 ) -> None:
-    """Search every projected corpus (any modality) with a text query, in the pivot space."""
+    """Search every modality's index at once with a text or file query, in the pivot space."""
     cfg = _load(config)
-    from tasks.search import search_corpora
-
     from storage.errors import DamagedSegmentError
+    from tasks.search import search as run_search
 
     try:
-        hits, stand_in = search_corpora(cfg, text, modality=modality, k=k)
+        res = run_search(cfg, query, modality=modality, k=top, encoder=encoder, exact=exact)
     except _user_errors() as exc:
         _fail(str(exc))
     except DamagedSegmentError as exc:
         _fail(f"search: {_damaged_line(exc, config)}", EXIT_RUN_FAILED)
+    if res.missing:
+        err.print(f"note: no index yet for {', '.join(res.missing)} (run `textme run {config}`)", markup=False,
+                  highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(res.as_dict(), indent=1) + "\n")
+        return
     from tasks.results import STAND_IN_NOTE
 
-    table = Table(title=f"{text!r}", caption=STAND_IN_NOTE if stand_in else None, caption_style="bold yellow")
+    title = f"{query!r}" if res.kind == "text" else f"{query} (through {res.query_encoder})"
+    table = Table(title=title, caption=STAND_IN_NOTE if res.stand_in else None, caption_style="bold yellow")
     for col in ("rank", "score", "modality", "encoder", "item"):
-        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
-    for i, h in enumerate(hits, start=1):
-        table.add_row(str(i), f"{h['score']:.3f}", h["modality"] or "", h["encoder"], h["item"])
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left",
+                         overflow="fold" if col == "item" else "ellipsis")
+    for i, h in enumerate(res.hits, start=1):
+        table.add_row(str(i), f"{h.score:.3f}", h.modality or "", h.encoder, h.item)
     out.print(table)
 
 

@@ -5,6 +5,7 @@
       -> offsets (per encoder) -> train (per encoder) -> uncentred ablation (derived, not trained)
                                -> released (per encoder with a `released:` head)
       -> evaluate (per evaluation entry)                             (join)
+      -> index (per encoder: its corpus in the pivot space, for `textme search`)
       -> results (one writer: results table, DuckDB catalog, artifacts)
       -> report (plots + HTML page under <workdir>/reports/<run>/; never fails the run)
 
@@ -29,6 +30,7 @@ from tasks.demo_assets import prepare_demo_assets
 from tasks.embed import embed_items, embed_texts
 from tasks.evaluate import evaluate
 from tasks.failures import result_or_first_failure
+from tasks.index import index, index_head, indexable
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
@@ -68,9 +70,9 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
 
 def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict[str, Any]:
     ws = Workspace.of(cfg)
-    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_uncentred, t_released, t_evaluate = (
+    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_uncentred, t_released, t_evaluate, t_index = (
         with_workspace(t, ws)
-        for t in (ingest, embed_texts, embed_items, compute_offsets, train, uncentred, released, evaluate)
+        for t in (ingest, embed_texts, embed_items, compute_offsets, train, uncentred, released, evaluate, index)
     )
 
     datasets = used_datasets(cfg)
@@ -109,8 +111,14 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         for spec in cfg.evaluation
     ]
     results = write_results.submit(snapshot, evaluations, heads, config_fp)
+    # After evaluation (the DAG's order): the evaluations have embedded their items, so
+    # the index only projects.
+    indexes = {e: t_index.submit(snapshot, e, index_head(heads[e], entry.train), modal.get(e), wait_for=evaluations)
+               for e, entry in cfg.encoders.items() if indexable(cfg, e)}
     # A failed stage is reported as itself, not as the PENDING stages after it.
-    summary = result_or_first_failure(results, [captions, pivot, text, modal, offsets, heads, evaluations])
+    upstream = [captions, pivot, text, modal, offsets, heads, evaluations, indexes]
+    summary = result_or_first_failure(results, upstream)
+    summary["index"] = {e: result_or_first_failure(f, upstream)["n_items"] for e, f in indexes.items()}
     summary["report"] = run_report.submit(snapshot).result()  # None if it could not be drawn (logged)
     return summary
 

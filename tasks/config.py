@@ -57,6 +57,7 @@ __all__ = [
     "DatasetSpec",
     "OffsetsSpec",
     "TrainingSpec",
+    "IndexSpec",
     "EvalSpec",
     "BenchmarkSpec",
     "RetrievalEval",
@@ -332,6 +333,16 @@ class OffsetsSpec(_Model):
     seed: StrictInt = Field(0, description="Seed of the sampling.")
 
 
+class IndexSpec(_Model):
+    """The `index` stage and `textme search`: when an approximate (faiss) index is used."""
+
+    ann_min_items: StrictInt = Field(100_000, ge=1, description="An encoder's index of at least this many "
+                                     "items is searched through a faiss IVF-Flat index (with faiss-cpu "
+                                     "installed: the `ann` extra); smaller ones, or without faiss, exactly.")
+    ann_nprobe: StrictInt = Field(32, ge=1, description="IVF lists visited per query (more: higher recall, "
+                                  "slower; docs/BENCHMARKS.md, bench_search).")
+
+
 # textme.training's accepted names, restated here so that loading a config never imports
 # torch; tests/pipeline/test_config_models.py checks them against textme itself.
 _SCHEDULES = Literal["cosine", "cosine_restarts", "constant"]
@@ -568,6 +579,7 @@ class PipelineConfig(_Model):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="textme.TrainConfig fields "
                                                                              "+ ablate_centring.")
     evaluation: tuple[Evaluation, ...] = Field((), description="Evaluation entries (one kind per `task`).")
+    index: IndexSpec = Field(default_factory=IndexSpec, description="Search index (`textme search`).")
 
     _path: str = PrivateAttr("<dict>")
     _config_dir: str = PrivateAttr("")

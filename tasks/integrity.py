@@ -201,7 +201,7 @@ def stage_problems(cfg: Any, key: str, expected: Mapping[str, Any] | None = None
             out.append(Problem(twin, p, repair))
     for folder, sums in _offset_folders(m):
         out += [Problem(str(f), p, repair) for f, p in _folder_problems(Path(folder), sums)]
-    if stage == "embed_items" and (p := _file_problem(Path(m["items_file"]), m.get("items_sha256"))) is not None:
+    if stage in ("embed_items", "index") and (p := _file_problem(Path(m["items_file"]), m.get("items_sha256"))) is not None:
         out.append(Problem(m["items_file"], p, repair))
     if not out:
         out += _table_problems(cfg, key, m, ws, repair)

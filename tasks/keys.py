@@ -46,6 +46,8 @@ __all__ = [
     "uncentred_key",
     "released_key",
     "evaluate_key",
+    "index_identity",
+    "index_key",
     "HEAD_VARIANTS",
     "VARIANTS",
     "ingest_key_fn",
@@ -56,6 +58,7 @@ __all__ = [
     "uncentred_key_fn",
     "released_key_fn",
     "evaluate_key_fn",
+    "index_key_fn",
 ]
 
 
@@ -77,6 +80,7 @@ STAGE_VERSIONS = {
     "train": "1",
     "released": "1",
     "evaluate": "2",  # 2: head checks and the released variant in its manifest
+    "index": "1",
 }
 
 # TrainConfig fields that pick where training runs, not what it produces.
@@ -85,7 +89,7 @@ _TRAIN_NON_OUTPUT_FIELDS = ("device",)
 
 #: Stages whose output is computed by `textme` (the method): their keys also carry
 #: textme.METHOD_VERSION, which the method layer bumps when its outputs would change.
-METHOD_STAGES = ("offsets", "train", "released", "evaluate")
+METHOD_STAGES = ("offsets", "train", "released", "evaluate", "index")
 
 
 def method_version() -> str:
@@ -401,6 +405,33 @@ def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot
     )
 
 
+def index_identity(cfg: PipelineConfig, encoder: str, head: Mapping[str, Any]) -> dict[str, Any]:
+    """The cache namespace identity of an encoder's index: its modal namespace seen
+    through one head and its offsets (the index vectors are a function of those alone)."""
+    return {
+        "index": STAGE_VERSIONS["index"],
+        "method_version": method_version(),
+        "modal_namespace": namespace_id(encoder_identity(cfg, encoder, "modal")),
+        "projection": head["projection_fp"],
+        "offset": head.get("offset_fp"),
+    }
+
+
+def index_key(cfg: PipelineConfig, encoder: str, head: Mapping[str, Any], modal: Mapping[str, Any] | None) -> str:
+    """An encoder's index: its namespace (head + offsets + modal tower) and the corpus,
+    every (item key, path) it holds (the offset sample `modal` + the evaluation items)."""
+    from storage.fingerprint import fingerprint
+    from tasks.index import corpus_items
+
+    return stage_key(
+        "index",
+        {
+            "namespace": namespace_id(index_identity(cfg, encoder, head)),
+            "items": fingerprint({"items": [list(p) for p in corpus_items(cfg, encoder, modal)]}),
+        },
+    )
+
+
 # --------------------------------------------------------------------------- Prefect adapters
 # Prefect calls cache_key_fn(task_run_context, parameters); parameters are the task's
 # resolved arguments by name. These stay one line each: the logic above is unit-tested.
@@ -438,3 +469,5 @@ def evaluate_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return evaluate_key(load_snapshot(p["config"]), p["name"], p["heads"], p["pivot"])
 
 
+def index_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return index_key(load_snapshot(p["config"]), p["encoder"], p["head"], p["modal"])

@@ -13,7 +13,8 @@ config, the inputs' content and the upstream manifests stored under
   known yet).
 
 No model is loaded: keys need encoder identities, which never load weights. Used by
-`textme status`, `textme search` and the evaluation-only flow.
+`textme status`, `textme search` (it finds the current index through `Replay.index`)
+and the evaluation-only flow.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def unit_of(manifest: dict[str, Any]) -> str | None:
         return f"{manifest['encoder']}/{manifest['variant']}"
     if stage == "evaluate":
         return manifest["name"]
+    if stage == "index":
+        return f"{manifest['encoder']}/index"
     return None
 
 
@@ -123,6 +126,7 @@ def replay(cfg: PipelineConfig) -> Replay:
     pivot = r.check("embed", "pivot/text", "pivot",
                     lambda: keys.embed_texts_key(cfg, "pivot", "text", captions(trained))) if trained else None
     heads: dict[str, dict[str, StageStatus | None]] = {}
+    modals: dict[str, StageStatus | None] = {}
     for e, entry in cfg.encoders.items():
         text = modal = off = centred = uncentred = released = None
         if text_datasets(cfg, e):
@@ -144,6 +148,7 @@ def replay(cfg: PipelineConfig) -> Replay:
             released = r.check("released", f"{e}/released", e, lambda e=e, off=off, entry=entry: keys.released_key(
                 cfg, e, None if entry.has_released_offset else _need(off)[0]))
         heads[e] = {"offset": off, "textme": centred, "uncentred": uncentred, "released": released}
+        modals[e] = modal
 
     for spec in cfg.evaluation:
         def eval_key(spec=spec) -> str:
@@ -153,6 +158,17 @@ def replay(cfg: PipelineConfig) -> Replay:
             return keys.evaluate_key(cfg, spec.name, manifests, None if pivot is None else _need(pivot)[0])
 
         r.check("evaluate", spec.name, None, eval_key)
+
+    from tasks.index import index_head, indexable
+
+    index: dict[str, StageStatus] = {}
+    for e, entry in cfg.encoders.items():
+        if not indexable(cfg, e):
+            continue
+        head = index_head(heads[e], entry.train)
+        index[e] = r.check("index", f"{e}/index", e, lambda e=e, head=head: keys.index_key(
+            cfg, e, *_need(head), None if modals[e] is None else _need(modals[e])[0]))
     r.heads = heads  # type: ignore[attr-defined]
+    r.index = index  # type: ignore[attr-defined]
     r.pivot = pivot  # type: ignore[attr-defined]
     return r
