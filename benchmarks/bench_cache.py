@@ -1,31 +1,38 @@
-"""Embedding cache throughput against one plain .npy file of the same vectors.
+"""Embedding cache at scale: random gets, bytes read, index memory, cold lookups, puts.
 
-    python benchmarks/bench_cache.py                 # 100k x 1024 float16, best of 3
-    python benchmarks/bench_cache.py --n 20000 --repeat 5 --dir /scratch
+    python benchmarks/bench_cache.py                       # 100k, 1M, 3M keys x 1024 float16
+    python benchmarks/bench_cache.py --quick               # 20k and 200k keys, 3M-key index sim
+    python benchmarks/bench_cache.py --sizes 100000 --dim 1024 --index-sim 30000000 --dir /scratch
 
-Both sides run in the same process on the same disk, with the page cache warm (every
-timing is the best of --repeat). MB/s counts the float16 payload (n x dim x 2 bytes).
+Per namespace size, every figure measured in this run against a baseline on the same
+data, same disk, same process:
 
-Baselines:
-- put  vs np.save + fsync (the cache fsyncs each segment before publishing it; a plain
-  np.save without fsync is printed too).
-- get  vs np.load(...).astype(float32): `get` returns float32 rows in the order asked,
-  so that is the like-for-like plain read; raw np.load (float16, no conversion) is
-  printed too, and on most CPUs the float16 -> float32 conversion alone costs more
-  than reading the file from the page cache.
-- random-order get vs np.load(...)[perm].astype(float32).
+- get 100k random keys (float16 as stored, best of --repeat) against a memory-mapped
+  `.npy` of the same rows fancy-indexed the same way, `np.load(mmap_mode="r")[idx]`
+  (the ratio is baseline time / get time: 1.0x is as fast as mmap);
+- bytes read per get: vector and checksum bytes the cache fetched, against the payload
+  (100k x dim x 2 bytes);
+- index RSS after open and the first `missing()` over 10k keys, in a fresh process
+  (nothing loaded, page cache warm): first the process right after the writes, which
+  merges the segments that index.bin does not cover yet (and saves it), then the next;
+- put (in 65536-row batches, as the embed stages do) against np.save + fsync of the
+  same bytes; the profile of one put batch says where its time goes.
 
-The checksum section prices the two ways of never serving damaged bytes: crc32c per
-inner chunk checked on every read (what the cache does), and a sha256 pass over a
-segment's files on its first read in each process (the alternative).
+`--index-sim N` opens an N-key namespace with small vectors (dim 8) in a fresh process
+and reports its peak RSS: the 30M-key "opens in 2 GB" check without 60 GB of vectors.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
+import io
+import json
 import os
+import pstats
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,167 +40,216 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from storage.cache import EmbeddingCache  # noqa: E402
+from storage.cache import SEGMENT_MAX_ROWS, EmbeddingCache, forget_open_namespaces  # noqa: E402
+
+IDENTITY = {"model": "bench", "tower": "text"}
+BATCH = SEGMENT_MAX_ROWS
+GET_KEYS = 100_000
+MISSING_KEYS = 10_000
+
+#: Figures of the cache before this layout (issue 10), dim 1024 float16, for the table.
+OLD = {
+    100_000: ("0.54 s", "205 MB", "0.64x", "149 MB", "0.21 s"),
+    1_000_000: ("4.8 s", "2.0 GB", "0.18x", "435 MB", "1.1 s"),
+    3_000_000: ("9.6 s", "6.1 GB", "0.09x", "1.1 GB", "5.4 s"),
+}
+OLD_PUT = "0.10x"
 
 
-def best_of_rounds(repeat: int, cases: dict) -> dict[str, float]:
-    """Best time of each case over `repeat` rounds; every round runs every case once, in
-    turn, so a noisy neighbour slows the cache and the baseline alike."""
-    best = {name: float("inf") for name in cases}
-    for _ in range(repeat):
+def make_keys(start: int, stop: int, cheap: bool = False) -> list[str]:
+    """Keys as the pipeline makes them (sha256 hex); `cheap` ones for the index sim."""
+    if cheap:
+        return [f"k{i}" for i in range(start, stop)]
+    return [hashlib.sha256(str(i).encode()).hexdigest() for i in range(start, stop)]
+
+
+def block(base: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop-1: rows of a random base block, column 0 made unique per batch."""
+    rows = np.arange(start, stop)
+    out = base[rows % len(base)]
+    out[:, 0] = (rows // len(base)).astype(np.float16) * np.float16(1 / 1024)
+    return out
+
+
+def write_npy_fsync(path: Path, base: np.ndarray, n: int, dim: int) -> None:
+    """What np.save + fsync costs for the same bytes (written in batches: no 6 GB array)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": False, "shape": (n, dim)})
+        for start in range(0, n, BATCH):
+            f.write(block(base, start, min(n, start + BATCH)).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def put_all(root: Path, base: np.ndarray, n: int, dim: int, cheap: bool = False, batch: int = BATCH) -> float:
+    ns = EmbeddingCache(root).namespace(IDENTITY, dim)
+    total = 0.0
+    for start in range(0, n, batch):
+        keys, v = make_keys(start, min(n, start + batch), cheap), block(base, start, min(n, start + batch))
+        t0 = time.perf_counter()
+        ns.put(keys, v)
+        total += time.perf_counter() - t0
+    return total
+
+
+def profile_put(root: Path, base: np.ndarray, dim: int) -> str:
+    keys, v = make_keys(10**9, 10**9 + BATCH), block(base, 0, BATCH)
+    ns = EmbeddingCache(root / "profile").namespace(IDENTITY, dim)
+    prof = cProfile.Profile()
+    prof.enable()
+    ns.put(keys, v)
+    prof.disable()
+    sink = io.StringIO()
+    pstats.Stats(prof, stream=sink).sort_stats("tottime").print_stats(8)
+    return "\n".join(line for line in sink.getvalue().splitlines() if line.strip())
+
+
+COLD = """
+import json, random, sys, time, psutil
+
+def peak_rss():  # VmHWM: this process's own peak (ru_maxrss would count the parent's at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+sys.path.insert(0, {root!r})
+from storage.cache import EmbeddingCache
+from benchmarks.bench_cache import IDENTITY, make_keys
+ask = [k for i in random.Random(3).sample(range({n}), {m}) for k in make_keys(i, i + 1, {cheap})]
+proc = psutil.Process()
+rss0 = proc.memory_info().rss
+t1 = time.perf_counter()
+ns = EmbeddingCache({cache!r}).namespace(IDENTITY, {dim})
+gone = ns.missing(ask)
+t2 = time.perf_counter()
+assert not gone, f"{{len(gone)}} keys reported missing"
+print(json.dumps({{"missing_s": t2 - t1, "index_rss": proc.memory_info().rss - rss0, "count": ns.count(),
+                   "peak_rss": peak_rss()}}))
+"""
+
+
+def cold_open(cache: Path, n: int, dim: int, cheap: bool = False) -> dict:
+    """First missing() over 10k keys and the index's RSS, in a fresh process. The RSS
+    counted is after open minus before it (the imports of numpy etc. are not index)."""
+    code = COLD.format(root=str(ROOT), n=n, m=min(MISSING_KEYS, n), cheap=cheap, cache=str(cache), dim=dim)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt_bytes(b: float) -> str:
+    return f"{b / 1e9:.2f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"
+
+
+def bench_size(n: int, dim: int, repeat: int, scratch: Path, base: np.ndarray, profile: bool) -> dict:
+    cache, npy = scratch / f"cache{n}", scratch / f"plain{n}.npy"
+    t0 = time.perf_counter()
+    write_npy_fsync(npy, base, n, dim)
+    t_save = time.perf_counter() - t0
+    t_put = put_all(cache, base, n, dim)
+    prof = profile_put(scratch, base, dim) if profile else ""
+
+    cold = cold_open(cache, n, dim)  # the first open after the writes: merges what index.bin lacks
+    again = cold_open(cache, n, dim)  # the next process: index.bin (saved by the first) covers all
+    ns = EmbeddingCache(cache).namespace(IDENTITY, dim)
+    rng = np.random.default_rng(1)
+    idx = rng.choice(n, min(GET_KEYS, n), replace=False)
+    asked = [k for i in idx.tolist() for k in make_keys(i, i + 1)]
+    mm = np.load(npy, mmap_mode="r")  # for the equality check; timings map it anew each call
+    got = ns.get(asked, dtype=None)
+    assert got.dtype == np.float16 and np.array_equal(got, mm[idx]), "cache returned different vectors"
+    read_before = ns.bytes_read
+    ns.get(asked, dtype=None)
+    bytes_per_get = ns.bytes_read - read_before
+    best = {"mmap": float("inf"), "get": float("inf"), "get32": float("inf")}
+    cases = {"mmap": lambda: np.load(npy, mmap_mode="r")[idx], "get": lambda: ns.get(asked, dtype=None), "get32": lambda: ns.get(asked)}
+    for _ in range(repeat):  # every round runs every case: a noisy neighbour slows all alike
         for name, fn in cases.items():
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    payload = len(idx) * dim * 2
+    del ns, mm
+    forget_open_namespaces()  # unmap the segments: their files are deleted next
+    return {
+        "n": n, "get_s": best["get"], "get32_s": best["get32"], "mmap_s": best["mmap"],
+        "bytes": bytes_per_get, "payload": payload, "index_rss": cold["index_rss"],
+        "missing_s": cold["missing_s"], "missing2_s": again["missing_s"],
+        "put_s": t_put, "save_s": t_save, "mb": n * dim * 2 / 1e6, "profile": prof,
+    }
 
 
-def make_vectors(n: int, dim: int) -> tuple[list[str], np.ndarray]:
-    rng = np.random.default_rng(0)
-    v = rng.standard_normal((n, dim), dtype=np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
-    return keys, v.astype(np.float16)
-
-
-def save_npy(path: Path, v: np.ndarray, fsync: bool) -> None:
-    with open(path, "wb") as f:
-        np.save(f, v)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+def index_sim(n: int, scratch: Path) -> dict:
+    dim = 8
+    base = np.random.default_rng(0).standard_normal((BATCH, dim)).astype(np.float16)
+    cache = scratch / f"sim{n}"
+    t_put = put_all(cache, base, n, dim, cheap=True, batch=1 << 20)
+    cold = cold_open(cache, n, dim, cheap=True)
+    again = cold_open(cache, n, dim, cheap=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"n": n, "put_s": t_put, **cold, "missing2_s": again["missing_s"], "peak2_rss": again["peak_rss"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--sizes", default=None, help="comma-separated key counts (default 100000,1000000,3000000)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: 20k and 200k keys, 3M-key index sim")
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--index-sim", type=int, default=None, help="keys of the small-dim open test (default 30M)")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a new temp folder)")
     args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
+        [20_000, 200_000] if args.quick else [100_000, 1_000_000, 3_000_000])
+    sim = args.index_sim if args.index_sim is not None else (3_000_000 if args.quick else 30_000_000)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_cache_", dir=args.dir))
+    base = np.random.default_rng(0).standard_normal((BATCH, args.dim), dtype=np.float32)
+    base = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float16)
+    print(f"dim {args.dim} float16, get of {GET_KEYS} random keys (best of {args.repeat}), scratch {scratch}")
+    rows = []
     try:
-        run(args.n, args.dim, args.repeat, scratch)
+        for i, n in enumerate(sizes):
+            r = bench_size(n, args.dim, args.repeat, scratch, base, profile=i == 0)
+            rows.append(r)
+            shutil.rmtree(scratch / "profile", ignore_errors=True)
+            if r["profile"]:
+                print(f"\nprofile of one put of {BATCH} rows (top functions by own time):\n{r['profile']}")
+            shutil.rmtree(scratch / f"cache{n}", ignore_errors=True)
+            (scratch / f"plain{n}.npy").unlink()
+        s = index_sim(sim, scratch) if sim else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-
-def run(n: int, dim: int, repeat: int, scratch: Path) -> None:
-    keys, v16 = make_vectors(n, dim)
-    mb = v16.nbytes / 1e6
-    perm = np.random.default_rng(1).permutation(n)
-    shuffled = [keys[i] for i in perm]
-    identity = {"model": "bench", "tower": "text"}
-    npy = scratch / "plain.npy"
-    print(f"{n} x {dim} float16 = {mb:.0f} MB, best of {repeat}, scratch {scratch}")
-
-    # ---------------------------------------------------------------- writes
-    roots = iter(range(repeat))
-
-    def put_fresh():
-        root = scratch / f"cache{next(roots)}"
-        EmbeddingCache(root).namespace(identity, dim).put(keys, v16)
-
-    w = best_of_rounds(
-        repeat,
-        {
-            "save": lambda: save_npy(npy, v16, fsync=False),
-            "save_sync": lambda: save_npy(npy, v16, fsync=True),
-            "put": put_fresh,
-        },
-    )
-    root = scratch / "cache0"
-    for stale in scratch.glob("cache*"):
-        if stale != root:
-            shutil.rmtree(stale)
-
-    # ---------------------------------------------------------------- reads
-    ns = EmbeddingCache(root).namespace(identity, dim)
-    assert np.array_equal(ns.get(keys), v16.astype(np.float32)), "cache returned different vectors"
-    assert np.array_equal(ns.get(shuffled), v16[perm].astype(np.float32)), "random-order get is wrong"
-    files = [p for p in root.rglob("*") if p.is_file()]
-
-    def sha_all():
-        for p in files:
-            hashlib.sha256(p.read_bytes()).hexdigest()
-
-    crc_reader, plain_reader = zarr_readers(v16, scratch)
-    r = best_of_rounds(
-        repeat,
-        {
-            "load": lambda: np.load(npy),
-            "load32": lambda: np.load(npy).astype(np.float32),
-            "rand32": lambda: np.load(npy)[perm].astype(np.float32),
-            "get_cold": lambda: EmbeddingCache(root).namespace(identity, dim).get(keys),
-            "get": lambda: ns.get(keys),
-            "get_rand": lambda: ns.get(shuffled),
-            "missing": lambda: ns.missing(keys),
-            "sha": sha_all,
-            "zarr_crc": lambda: crc_reader[:],
-            "zarr_plain": lambda: plain_reader[:],
-        },
-    )
-    t_npy_save, t_npy_save_sync, t_put = w["save"], w["save_sync"], w["put"]
-    t_npy_load, t_npy_load32, t_npy_rand32 = r["load"], r["load32"], r["rand32"]
-    t_get_cold, t_get, t_get_rand, t_missing = r["get_cold"], r["get"], r["get_rand"], r["missing"]
-    t_sha, t_crc = r["sha"], r["zarr_crc"] - r["zarr_plain"]
-
-    def rate(t: float) -> str:
-        return f"{mb / t:8.0f} MB/s  ({t * 1000:7.1f} ms)"
-
-    print("\nwrites")
-    print(f"  np.save (no fsync)            {rate(t_npy_save)}")
-    print(f"  np.save + fsync               {rate(t_npy_save_sync)}")
-    print(f"  cache put                     {rate(t_put)}")
-    print(f"  put / (np.save + fsync)       {t_npy_save_sync / t_put:8.2f}x")
-    print(f"  put / np.save                 {t_npy_save / t_put:8.2f}x")
-    print("\nreads (page cache warm)")
-    print(f"  np.load float16               {rate(t_npy_load)}")
-    print(f"  np.load -> float32            {rate(t_npy_load32)}")
-    print(f"  np.load[perm] -> float32      {rate(t_npy_rand32)}")
-    print(f"  cache get, new process-like   {rate(t_get_cold)}   (new EmbeddingCache: index built from keys files)")
-    print(f"  cache get                     {rate(t_get)}")
-    print(f"  cache get, random order       {rate(t_get_rand)}")
-    print(f"  cache missing(all keys)       {t_missing * 1000:7.1f} ms")
-    print(f"  get / (np.load -> float32)    {t_npy_load32 / t_get:8.2f}x   (target >= 0.5x)")
-    print(f"  random get / plain random     {t_npy_rand32 / t_get_rand:8.2f}x")
-    print(f"  new-cache get / plain         {t_npy_load32 / t_get_cold:8.2f}x")
-    print(f"  get / raw np.load float16     {t_npy_load / t_get:8.2f}x   (no float32 conversion on the plain side)")
-    print("\nchecksums")
-    print(f"  sha256 of all segment files   {rate(t_sha)}   (verify-once-per-process would add this to a first get)")
-    print(f"  crc32c inside zarr reads      {t_crc * 1000:7.1f} ms extra per full read (what get pays, every read;")
-    crc_ms, plain_ms = r["zarr_crc"] * 1000, r["zarr_plain"] * 1000
-    print(f"                                zarr read with crc {crc_ms:.1f} ms, without {plain_ms:.1f} ms)")
-
-
-def zarr_readers(v16: np.ndarray, scratch: Path):
-    """The same vectors as two zarr arrays, with and without crc32c on inner chunks."""
-    import zarr
-    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-
-    from storage.segments import chunk_layout
-
-    n, dim = v16.shape
-    inner, shard = chunk_layout(n, dim, "float16")
-    readers = []
-    for name, codecs in (("crc", [BytesCodec(), Crc32cCodec()]), ("plain", [BytesCodec()])):
-        path = scratch / f"zarr_{name}"
-        arr = zarr.create_array(
-            zarr.storage.LocalStore(path),
-            shape=v16.shape,
-            dtype="float16",
-            chunks=(shard, dim),
-            serializer=ShardingCodec(chunk_shape=(inner, dim), codecs=codecs),
-            compressors=None,
-            filters=None,
-            fill_value=float("nan"),
+    print("\n| keys | get 100k keys | (float32) | mmap | get / mmap | bytes read / payload | index RSS | "
+          "B/key | first missing() cold | next process | put | np.save+fsync | put / save |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']:,} | {r['get_s']:.3f} s | {r['get32_s']:.3f} s | {r['mmap_s']:.3f} s | "
+            f"{r['mmap_s'] / r['get_s']:.2f}x | {fmt_bytes(r['bytes'])} / {fmt_bytes(r['payload'])} "
+            f"= {r['bytes'] / r['payload']:.2f}x | {fmt_bytes(r['index_rss'])} | {r['index_rss'] / r['n']:.0f} | "
+            f"{r['missing_s']:.3f} s | {r['missing2_s']:.3f} s | {r['mb'] / r['put_s']:.0f} MB/s | {r['mb'] / r['save_s']:.0f} MB/s | "
+            f"{r['save_s'] / r['put_s']:.2f}x |"
         )
-        arr[:] = v16
-        readers.append(zarr.open_array(zarr.storage.LocalStore(path, read_only=True), mode="r"))
-    return readers
+    known = [r for r in rows if r["n"] in OLD and args.dim == 1024]
+    if known:
+        print("\nbefore (issue 10) -> now, dim 1024 float16")
+        print("| keys | get 100k keys | bytes read per get | get / mmap | index RSS after open | first missing() cold |")
+        print("|---|---|---|---|---|---|")
+        for r in known:
+            o = OLD[r["n"]]
+            now = (f"{r['get_s']:.2f} s", fmt_bytes(r["bytes"]), f"{r['mmap_s'] / r['get_s']:.2f}x",
+                   fmt_bytes(r["index_rss"]), f"{r['missing_s']:.2f} s")
+            print(f"| {r['n']:,} | " + " | ".join(f"{a} -> {b}" for a, b in zip(o, now, strict=True)) + " |")
+        print(f"put / (np.save + fsync): {OLD_PUT} -> {known[-1]['save_s'] / known[-1]['put_s']:.2f}x")
+    if s:
+        print(f"\nindex sim: {s['n']:,} keys (dim 8): opened and missing({MISSING_KEYS}) in {s['missing_s']:.2f} s "
+              f"(next process {s['missing2_s']:.2f} s), index RSS {fmt_bytes(s['index_rss'])} "
+              f"({s['index_rss'] / s['n']:.0f} B/key), process peak RSS {fmt_bytes(s['peak_rss'])} "
+              f"(next process {fmt_bytes(s['peak2_rss'])}; budget 2 GB)")
 
 
 if __name__ == "__main__":

@@ -2,17 +2,21 @@
 
     textme run CONFIG [--runner thread|ray] [--threads N] [--ray-address URL] [--ray-num-cpus N] [--ray-num-gpus N]
     textme evaluate CONFIG [--only NAME ...]     evaluation only, with existing heads
-    textme refresh CONFIG [--force]              re-run if a caption source changed
+    textme refresh CONFIG [--force]              re-run if a caption source changed (else
+                                                 ends at once: no flow started)
     textme status CONFIG [--json]                cached / missing / stale per stage
     textme query CONFIG "SQL" [--limit N]        read-only SQL on the catalog
                                                  (also: "SQL" --config CONFIG | --catalog PATH)
     textme runs CONFIG [--limit N] [--json]      one line per flow run (dead ones: crashed)
     textme tables compact CONFIG [--table T]     merge the tables' part files
     textme tables adopt CONFIG                   list parts written before table manifests
-    textme search CONFIG "text" [--modality M] [--k 10]
+    textme search CONFIG QUERY [--top K] [--modality M] [--encoder E] [--exact] [--json]
+                                                 QUERY: words, or a file (image, WAV, ...)
     textme report CONFIG [--run RUN_ID] [--open]  plots + HTML page of a run, from the tables
-    textme cache verify CONFIG
-    textme cache gc CONFIG [CONFIG ...] [--dry-run]
+    textme verify CONFIG                         every artifact: heads, offsets, manifests, samples,
+                                                 table parts, cache segments; exit 1 on a problem
+    textme cache verify CONFIG [--quarantine]      damaged segments moved aside, recomputed next run
+    textme cache gc CONFIG [CONFIG ...] [--dry-run] [--grace S]   also partial segments, .tmp files
     textme config schema [--output FILE]         JSON Schema of the config (for editors)
     textme export CONFIG --out DIR [--encoder NAME ...]   trained heads + offsets, official layout
     textme manifest NAME ROOT --out FILE [--split S] [--items-dir DIR] [-o KEY=VALUE ...]
@@ -242,7 +246,22 @@ def refresh(
     config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
     force: bool = typer.Option(False, help="Run the pipeline even if no source changed."),
 ) -> None:
-    """Re-run the pipeline if a caption source changed since the last refresh."""
+    """Re-run the pipeline if a caption source changed since the last refresh.
+
+    Nothing changed: the check is recorded and the command ends, no flow started."""
+    if not force:
+        from tasks.refresh_check import check_sources, record_check
+
+        cfg = _load(config)
+        try:
+            check = check_sources(cfg)
+        except _user_errors() as exc:
+            _fail(str(exc))
+        if not check.changed:
+            record_check(cfg, check)
+            out.print(check.nothing_to_run(), markup=False, highlight=False, soft_wrap=True)
+            out.print("changed: nothing; pipeline ran: False")
+            return
     cfg = _load(config, check_inputs=True)
     from flows.refresh import refresh as refresh_flow
 
@@ -476,29 +495,40 @@ def _rebuild(cfg: Any, tables: Any, *, unlisted: bool = True) -> None:
 @app.command()
 def search(
     config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
-    text: str = typer.Argument(..., help="What to look for, in words."),
-    modality: Optional[str] = typer.Option(None, help="Only this modality (image, audio, point, ...)."),
-    k: int = typer.Option(10, help="Results to show."),
+    query: str = typer.Argument(..., help="Words, or a file (image, WAV, point cloud, ...) to find the like of."),
+    top: int = typer.Option(10, "--top", "-k", "--k", help="Results to show."),
+    modality: Optional[str] = typer.Option(None, help="Only items of this modality (image, audio, point, ...)."),
+    encoder: Optional[str] = typer.Option(None, help="The encoder that reads a file query (default: by its "
+                                                     "extension)."),
+    exact: bool = typer.Option(False, "--exact", help="Exact search even where an ANN index exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
 ) -> None:
-    """Search every projected corpus (any modality) with a text query, in the pivot space."""
+    """Search every modality's index at once with a text or file query, in the pivot space."""
     cfg = _load(config)
-    from tasks.search import search_corpora
-
     from storage.errors import DamagedSegmentError
+    from tasks.search import search as run_search
 
     try:
-        hits, stand_in = search_corpora(cfg, text, modality=modality, k=k)
+        res = run_search(cfg, query, modality=modality, k=top, encoder=encoder, exact=exact)
     except _user_errors() as exc:
         _fail(str(exc))
     except DamagedSegmentError as exc:
         _fail(f"search: {_damaged_line(exc, config)}", EXIT_RUN_FAILED)
+    if res.missing:
+        err.print(f"note: no index yet for {', '.join(res.missing)} (run `textme run {config}`)", markup=False,
+                  highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(res.as_dict(), indent=1) + "\n")
+        return
     from tasks.results import STAND_IN_NOTE
 
-    table = Table(title=f"{text!r}", caption=STAND_IN_NOTE if stand_in else None, caption_style="bold yellow")
+    title = f"{query!r}" if res.kind == "text" else f"{query} (through {res.query_encoder})"
+    table = Table(title=title, caption=STAND_IN_NOTE if res.stand_in else None, caption_style="bold yellow")
     for col in ("rank", "score", "modality", "encoder", "item"):
-        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
-    for i, h in enumerate(hits, start=1):
-        table.add_row(str(i), f"{h['score']:.3f}", h["modality"] or "", h["encoder"], h["item"])
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left",
+                         overflow="fold" if col == "item" else "ellipsis")
+    for i, h in enumerate(res.hits, start=1):
+        table.add_row(str(i), f"{h.score:.3f}", h.modality or "", h.encoder, h.item)
     out.print(table)
 
 
@@ -527,13 +557,37 @@ def report(
         webbrowser.open(path.resolve().as_uri())
 
 
+@app.command("verify")
+def verify_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
+    """Check every artifact the config's results depend on; one line per problem, exit 1 if any."""
+    cfg = _load(config)
+    import logging
+
+    from tasks.verify import verify_all
+
+    logging.getLogger("storage.tables").setLevel(logging.ERROR)  # its parts' problems are listed below
+
+    try:
+        problems = verify_all(cfg)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    for p in problems:
+        err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(EXIT_RUN_FAILED)
+    out.print(f"{cfg.name}: every stage output, table part and cache segment is intact")
+
+
 @cache_app.command("verify")
-def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
-    """Check every cache namespace's segments; exit 1 if any is damaged."""
+def cache_verify(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+    quarantine: bool = typer.Option(False, "--quarantine", help="Move damaged segments aside (recomputed next run)."),
+) -> None:
+    """Check every cache namespace's segments; exit 1 if any is damaged (and not quarantined)."""
     cfg = _load(config)
     from tasks.common import open_cache
 
-    reports = open_cache(cfg).verify()
+    reports = open_cache(cfg).verify(quarantine=quarantine)
     table = Table(title=f"Cache verify: {cfg.cache}")
     for col in ("namespace", "segments", "rows", "damaged", "unpublished"):
         table.add_column(col)
@@ -545,6 +599,12 @@ def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML)
     for r in reports:
         if not r.ok:
             err.print(str(r), markup=False)
+    moved = sum(len(r.quarantined) for r in reports)
+    if moved:
+        out.print(f"quarantined {moved} damaged segment(s) (moved to quarantine/ in their namespace); "
+                  f"run `textme run {config}` again: their vectors are recomputed", markup=False, highlight=False,
+                  soft_wrap=True)
+        return
     if bad:
         raise typer.Exit(EXIT_RUN_FAILED)
 
@@ -553,20 +613,31 @@ def cache_verify(config: Path = typer.Argument(..., help="Pipeline config (YAML)
 def cache_gc(
     configs: list[Path] = typer.Argument(..., help="Config(s) whose namespaces are kept."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    grace: float = typer.Option(3600.0, "--grace", help="Seconds a partial segment or temporary file is left "
+                                "alone (it may be a write in progress)."),
 ) -> None:
-    """Delete cache namespaces no given config uses (and the stage records that point to them)."""
+    """Delete cache namespaces no given config uses (and the stage records that point to
+    them), and what killed writers left: partial segment folders and stale temporary files."""
+    from tasks.common import open_cache
     from tasks.status import collect_gc
 
     cfgs = [_load(c) for c in configs]
     try:
         removed = collect_gc(cfgs, dry_run=dry_run)
+        leftovers = {}
+        for cfg in {c.cache: c for c in cfgs}.values():
+            leftovers.update(open_cache(cfg).remove_leftovers(grace, dry_run=dry_run))
     except _user_errors() as exc:
         _fail(str(exc))
     verb = "would remove" if dry_run else "removed"
-    if not removed:
+    if not removed and not leftovers:
         out.print("nothing to remove")
     for ns in removed:
         out.print(f"{verb} namespace {ns['id'][:16]} ({ns['count']} vectors; {ns['identity']})")
+    for ns_id, paths in leftovers.items():
+        for rel in paths:
+            what = "partial segment" if rel.startswith("segments/") else "stale temporary file"
+            out.print(f"{verb} {what} {ns_id[:16]}/{rel}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("export")

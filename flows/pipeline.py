@@ -2,9 +2,10 @@
 
     ingest (per dataset)
       -> embed: pivot texts | per encoder: text tower, modal items   (fan out)
-      -> offsets (per encoder) -> train (per encoder; + uncentred ablation)
+      -> offsets (per encoder) -> train (per encoder) -> uncentred ablation (derived, not trained)
                                -> released (per encoder with a `released:` head)
       -> evaluate (per evaluation entry)                             (join)
+      -> index (per encoder: its corpus in the pivot space, for `textme search`)
       -> results (one writer: results table, DuckDB catalog, artifacts)
       -> report (plots + HTML page under <workdir>/reports/<run>/; never fails the run)
 
@@ -29,13 +30,14 @@ from tasks.demo_assets import prepare_demo_assets
 from tasks.embed import embed_items, embed_texts
 from tasks.evaluate import evaluate
 from tasks.failures import result_or_first_failure
+from tasks.index import index, index_head, indexable
 from tasks.ingest import ingest
 from tasks.keys import config_fingerprint
 from tasks.offsets import compute_offsets
 from tasks.released import released
 from tasks.report.stage import run_report
 from tasks.results import record_run, write_results
-from tasks.train import train
+from tasks.train import train, uncentred
 from tasks.validate import pivot_datasets, preflight, text_datasets, used_datasets
 from tasks.workspace import Workspace, atomic_write_text
 
@@ -68,8 +70,9 @@ def prepare(config: str) -> tuple[PipelineConfig, str, str]:
 
 def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict[str, Any]:
     ws = Workspace.of(cfg)
-    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_released, t_evaluate = (
-        with_workspace(t, ws) for t in (ingest, embed_texts, embed_items, compute_offsets, train, released, evaluate)
+    t_ingest, t_embed_texts, t_embed_items, t_offsets, t_train, t_uncentred, t_released, t_evaluate, t_index = (
+        with_workspace(t, ws)
+        for t in (ingest, embed_texts, embed_items, compute_offsets, train, uncentred, released, evaluate, index)
     )
 
     datasets = used_datasets(cfg)
@@ -87,11 +90,12 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
     heads = {}
     for e, entry in cfg.encoders.items():
         train_captions = [captions[d] for d in entry.train_on] if entry.train else []
+        centred = t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]) if entry.train else None
         heads[e] = {
             "offset": offsets.get(e),
-            "textme": t_train.submit(snapshot, e, text[e], pivot, train_captions, offsets[e]) if entry.train else None,
-            "uncentred": (
-                t_train.submit(snapshot, e, text[e], pivot, train_captions, None)
+            "textme": centred,
+            "uncentred": (  # derived from the centred run: no second training
+                t_uncentred.submit(snapshot, e, text[e], pivot, train_captions, centred)
                 if entry.train and cfg.training.ablate_centring
                 else None
             ),
@@ -107,8 +111,14 @@ def run_pipeline_dag(cfg: PipelineConfig, snapshot: str, config_fp: str) -> dict
         for spec in cfg.evaluation
     ]
     results = write_results.submit(snapshot, evaluations, heads, config_fp)
+    # After evaluation (the DAG's order): the evaluations have embedded their items, so
+    # the index only projects.
+    indexes = {e: t_index.submit(snapshot, e, index_head(heads[e], entry.train), modal.get(e), wait_for=evaluations)
+               for e, entry in cfg.encoders.items() if indexable(cfg, e)}
     # A failed stage is reported as itself, not as the PENDING stages after it.
-    summary = result_or_first_failure(results, [captions, pivot, text, modal, offsets, heads, evaluations])
+    upstream = [captions, pivot, text, modal, offsets, heads, evaluations, indexes]
+    summary = result_or_first_failure(results, upstream)
+    summary["index"] = {e: result_or_first_failure(f, upstream)["n_items"] for e, f in indexes.items()}
     summary["report"] = run_report.submit(snapshot).result()  # None if it could not be drawn (logged)
     return summary
 

@@ -2,19 +2,21 @@
 
 Fingerprints every caption source (local: file bytes; hub: the file's etag and commit)
 and compares with what the last successful refresh *of this config* saw
-(<workdir>/refresh/<config fingerprint>.json). Keyed by the config's content, not by
-its dataset names: two configs sharing a workdir and dataset names but reading other
-files (or training differently) each keep their own record, so neither makes the other
-re-run; an edited config is a new one, and its first refresh runs the pipeline. When
-something changed (or `force`), the pipeline runs as a subflow: unchanged stages are
-cache hits and only new or edited captions are embedded. The fingerprints are recorded
-only after the pipeline succeeded, so a failed refresh is retried next time.
-Scheduled in prefect.yaml.
+(tasks/refresh_check.py: <workdir>/refresh/<config fingerprint>.json). Keyed by the
+config's content, not by its dataset names: two configs sharing a workdir and dataset
+names but reading other files (or training differently) each keep their own record, so
+neither makes the other re-run; an edited config is a new one, and its first refresh
+runs the pipeline. When nothing changed (and not `force`), the check is recorded and
+logged ("no source changed since <time>; nothing to run") and the flow ends without
+starting the pipeline. When something changed (or `force`), the pipeline runs as a
+subflow: unchanged stages are cache hits and only new or edited captions are embedded.
+The fingerprints are recorded only after the pipeline succeeded, so a failed refresh is
+retried next time. Scheduled in prefect.yaml; `textme refresh` makes the same check
+before starting this flow, and starts nothing when nothing changed.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow, task
@@ -24,44 +26,31 @@ from flows.pipeline import pipeline
 from tasks.common import logger
 from tasks.config import load_config
 from tasks.failures import name_failure
-from tasks.keys import config_fingerprint
-from tasks.sources import source_fingerprint
-from tasks.validate import used_datasets
-from tasks.workspace import Workspace, atomic_write_text, read_json
+from tasks.refresh_check import check_sources, current_sources, record_check, record_sources
 
-__all__ = ["refresh", "fingerprint_sources", "changed_sources"]
+__all__ = ["refresh", "fingerprint_sources"]
 
 
 @task(name="fingerprint-sources", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 30],
       on_failure=[name_failure])
 def fingerprint_sources(config: str) -> dict[str, Any]:
     """{dataset: source fingerprint} of every dataset the pipeline ingests."""
-    cfg = load_config(config)
-    return {name: source_fingerprint(cfg.datasets[name]) for name in used_datasets(cfg)}
-
-
-def changed_sources(current: dict[str, Any], previous: dict[str, Any]) -> list[str]:
-    return sorted(name for name, fp in current.items() if previous.get(name) != fp)
+    return current_sources(load_config(config))
 
 
 @flow(name="textme-refresh", log_prints=True)
 def refresh(config: str, force: bool = False) -> dict[str, Any]:
     """Re-run the pipeline if any caption source changed since the last refresh."""
     cfg = load_config(config)
-    config_fp = config_fingerprint(cfg)
-    state_path = Workspace.of(cfg).refresh_state(config_fp)
-    previous = read_json(state_path) if state_path.is_file() else {}
-    current = fingerprint_sources(config)
-    changed = changed_sources(current, previous)
-    if not changed and not force:
-        logger().info("refresh %s: no caption source changed; nothing to do", cfg.name)
+    check = check_sources(cfg, fingerprint_sources(config))
+    if not check.changed and not force:
+        record_check(cfg, check)
+        logger().info(check.nothing_to_run())
         return {"changed": [], "ran": False}
-    why = ("forced" if not changed else f"sources changed: {', '.join(changed)}" if previous
-           else f"first refresh of this config ({config_fp[:12]})")
-    logger().info("refresh %s: %s", cfg.name, why)
+    logger().info("refresh %s: %s", cfg.name, check.why if check.changed else "forced")
     summary = pipeline(config)
-    atomic_write_text(state_path, json.dumps(current, indent=1, sort_keys=True))
-    return {"changed": changed, "ran": True, "pipeline": summary}
+    record_sources(check)
+    return {"changed": check.changed, "ran": True, "pipeline": summary}
 
 
 if __name__ == "__main__":  # python -m flows.refresh CONFIG

@@ -4,33 +4,40 @@ Layout under the root (a local folder or any fsspec URL)::
 
     namespaces/<id>/namespace.json     identity, dim, dtype (written once, on creation)
     namespaces/<id>/manifest/<seg>.json one entry per published segment (manifest.py)
-    namespaces/<id>/segments/<seg>/    Zarr vectors + Parquet keys + meta (segments.py)
+    namespaces/<id>/segments/<seg>/    vectors, row checksums, key digests, keys (segments.py)
+    namespaces/<id>/index.bin          the key index, persisted (keyindex.py; derived data)
 
 A namespace is one encoder identity (`id = fingerprint(identity)`); inside it a vector
 is found by its input's key (`text_key`, `file_key`). Segments are append-only: `put`
 writes new ones and publishes each with one atomic manifest entry, so a killed writer
-leaves at worst an unpublished folder that `compact` later deletes, and two writers
-never touch the same file. A key written by both of two racing writers is stored twice;
-reads take the first segment in id order, `count` counts distinct keys, and `compact`
-keeps one copy.
+leaves at worst an unpublished folder that `compact` / `remove_leftovers` later delete,
+and two writers never touch the same file. A key written by both of two racing writers
+is stored twice; reads take the first segment in id order, `count` counts distinct
+keys, and `compact` keeps one copy.
 
-Reading keeps an in-memory index key -> (segment, row), built from the segments' key
-files and refreshed whenever the manifest listing changes (one directory listing per
-call). Damaged data is never served; `DamagedSegmentError` names the segment:
+Reading keeps a compact index key digest -> global row (24 bytes a key, keyindex.py),
+loaded from index.bin when it checks out, else built from the segments' digest files,
+and refreshed whenever the manifest listing changes (one directory listing per call).
+A `get` of k keys reads those k rows, grouped by segment and in row order. Damaged
+data is never served; `DamagedSegmentError` names the segment:
 
-- a damaged vector chunk fails the reads of that segment's keys (other keys are served);
-- a damaged meta.json or keys.parquet fails every call that loads the namespace's
-  index, because nobody can tell which keys that segment held.
+- a damaged row (or vector file) fails the reads of that segment's keys (other keys
+  are served); a damaged index.bin is rebuilt from the segments;
+- a damaged meta.json or digests file fails every call that has to load that segment
+  into the index, because nobody can tell which keys it held.
 
 `verify(quarantine=True)` unpublishes damaged segments; their keys become missing and
-the next run recomputes them.
+the next run recomputes them. Segments of format 1 (Zarr chunks, before this layout)
+are still read; `compact` rewrites them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -38,10 +45,12 @@ from typing import Any
 import numpy as np
 
 from storage import manifest
-from storage.errors import DamagedSegmentError, NamespaceMismatchError
+from storage.errors import DamagedSegmentError, NamespaceMismatchError, SegmentGone
 from storage.fingerprint import canonical_json, fingerprint
 from storage.fs import TEMP_PREFIX, Location
-from storage.segments import Segment, SegmentGone, write_segment
+from storage.keyindex import IndexFileError, KeyIndex, key_digests
+from storage.segments import RowCheckFailed, Segment, open_segment, write_segment
+from storage.segments_v1 import SegmentV1
 
 __all__ = [
     "EmbeddingCache",
@@ -52,13 +61,31 @@ __all__ = [
     "CompactReport",
     "DTYPES",
     "SEGMENT_MAX_ROWS",
+    "forget_open_namespaces",
 ]
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("float16", "float32")
 NAMESPACE_FORMAT = 1
 #: A put larger than this is split into several segments (bounds memory while encoding).
 SEGMENT_MAX_ROWS = 65536
 _READ_ATTEMPTS = 3
+INDEX_FILE = "index.bin"
+#: The index file is rewritten by a reader that had to merge this many rows it lacks,
+#: and by a writer once that many (and a quarter of the namespace) are new.
+INDEX_SAVE_ROWS = 262144
+
+#: The namespaces open in this process, shared by every EmbeddingCache on the same root.
+_OPEN: dict[tuple, Namespace] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def forget_open_namespaces() -> None:
+    """Drop this process's open namespaces: the next open loads its index afresh, as a
+    new process would (tests use it)."""
+    with _OPEN_LOCK:
+        _OPEN.clear()
 
 
 @dataclass(frozen=True)
@@ -122,7 +149,6 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None):
         self.loc = Location(os.fspath(root), dict(storage_options or {}))
-        self._open: dict[str, Namespace] = {}
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({self.loc.url!r})"
@@ -191,12 +217,24 @@ class EmbeddingCache:
             for ns_id in removed:
                 self.loc.remove("namespaces", ns_id, "namespace.json")
                 self.loc.remove("namespaces", ns_id, recursive=True)
-                self._open.pop(ns_id, None)
+                with _OPEN_LOCK:
+                    _OPEN.pop(self._open_key(ns_id), None)
         return removed
 
-    def verify(self) -> list[VerifyReport]:
-        """`Namespace.verify()` for every namespace."""
-        return [self.open_namespace(info_id).verify() for info_id in self._namespace_ids()]
+    def verify(self, *, quarantine: bool = False) -> list[VerifyReport]:
+        """`Namespace.verify()` for every namespace (with `quarantine`: damaged segments
+        moved aside, so their keys are missing and the next run recomputes them)."""
+        return [self.open_namespace(ns_id).verify(quarantine=quarantine) for ns_id in self._namespace_ids()]
+
+    def remove_leftovers(self, grace_s: float = 3600.0, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """`Namespace.remove_leftovers` for every namespace: {namespace id: paths removed}
+        (partial segment folders and temporary files older than `grace_s`)."""
+        found = {}
+        for ns_id in self._namespace_ids():
+            removed = self.open_namespace(ns_id).remove_leftovers(grace_s, dry_run=dry_run)
+            if removed:
+                found[ns_id] = removed
+        return found
 
     # ------------------------------------------------------------------ internals
     def _namespace_ids(self) -> list[str]:
@@ -211,11 +249,18 @@ class EmbeddingCache:
             raise ValueError(f"{self.loc.url}/namespaces/{ns_id}/namespace.json does not match its id (corrupt?)")
         return stored
 
+    def _open_key(self, ns_id: str) -> tuple:
+        protocol = self.loc.fs.protocol
+        return (protocol if isinstance(protocol, str) else protocol[0], self.loc.root,
+                json.dumps(self.loc.storage_options, sort_keys=True, default=repr), ns_id)
+
     def _namespace_from(self, stored: dict) -> Namespace:
-        ns = self._open.get(stored["id"])
-        if ns is None:
-            ns = Namespace(self.loc, stored["id"], stored["identity"], int(stored["dim"]), stored["dtype"])
-            self._open[ns.id] = ns
+        key = self._open_key(stored["id"])
+        with _OPEN_LOCK:
+            ns = _OPEN.get(key)
+            if ns is None:
+                ns = Namespace(self.loc, stored["id"], stored["identity"], int(stored["dim"]), stored["dtype"])
+                _OPEN[key] = ns
         return ns
 
 
@@ -223,8 +268,9 @@ class Namespace:
     """The vectors of one encoder identity, addressed by input key. Get it from
     `EmbeddingCache.namespace`.
 
-    Safe across processes and machines; one object is not meant to be shared by
-    threads (give each thread its own `EmbeddingCache`).
+    Safe across processes and machines. One object per (root, namespace) exists per
+    process, shared by every `EmbeddingCache` on that root and by threads (a lock
+    guards its index), so the index is loaded once per process, not once per task.
     """
 
     def __init__(self, loc: Location, ns_id: str, identity: dict, dim: int, dtype: str):
@@ -234,6 +280,7 @@ class Namespace:
         self.dim = dim
         self.dtype = dtype
         self.dir = f"namespaces/{ns_id}"
+        self._lock = threading.RLock()
         self._reset()
 
     def __repr__(self) -> str:
@@ -243,14 +290,14 @@ class Namespace:
     def missing(self, keys: Sequence[str]) -> list[str]:
         """Keys not stored yet: first-seen order, no duplicates."""
         keys = self._check_keys(keys)
+        digests = key_digests(keys)
         self.refresh()
-        index = self._index
-        return [k for k in dict.fromkeys(keys) if k not in index]
+        with self._lock:
+            absent = self._index.lookup(digests) < 0
+        return list(dict.fromkeys(k for k, a in zip(keys, absent.tolist(), strict=True) if a))
 
     def contains(self, key: str) -> bool:
-        self._check_keys([key])
-        self.refresh()
-        return key in self._index
+        return not self.missing([key])
 
     __contains__ = contains
 
@@ -264,6 +311,11 @@ class Namespace:
         self.refresh()
         return len(self._order)
 
+    @property
+    def bytes_read(self) -> int:
+        """Vector and checksum bytes this process's gets have fetched from the namespace."""
+        return sum(seg.bytes_read for seg in list(self._segments.values()))
+
     def put(self, keys: Sequence[str], vectors: Any) -> int:
         """Store the vectors of keys not stored yet; return how many were new.
 
@@ -274,35 +326,48 @@ class Namespace:
         """
         keys = self._check_keys(keys)
         vectors = self._check_vectors(keys, vectors)
+        digests = key_digests(keys)
         self.refresh()
-        fresh: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k not in self._index and k not in fresh:
-                fresh[k] = i
-        if not fresh:
+        with self._lock:
+            known = self._index.lookup(digests) >= 0
+        _, first = np.unique(digests, return_index=True)
+        fresh = np.sort(first[~known[first]])
+        if not len(fresh):
             return 0
-        new_keys = list(fresh)
-        if len(new_keys) != len(keys):
-            vectors = vectors[np.fromiter(fresh.values(), np.int64, len(fresh))]
-        for start in range(0, len(new_keys), SEGMENT_MAX_ROWS):
+        if len(fresh) != len(keys):
+            keys = [keys[i] for i in fresh.tolist()]
+            vectors, digests = vectors[fresh], digests[fresh]
+        entries = []
+        for start in range(0, len(keys), SEGMENT_MAX_ROWS):
             stop = start + SEGMENT_MAX_ROWS
-            self._write(new_keys[start:stop], vectors[start:stop])
-        return len(new_keys)
+            entries.append(self._publish(keys[start:stop], digests[start:stop], vectors[start:stop]))
+        with self._lock:
+            if self._order and entries[0]["segment_id"] < self._order[-1]:
+                self.refresh()  # clocks disagree with another writer's: rebuild in id order
+            else:
+                self._append([self._open_segment(e) for e in entries], digests)
+                self._maybe_save_index()
+        return len(keys)
 
-    def get(self, keys: Sequence[str]) -> np.ndarray:
-        """float32 [len(keys), dim], row i = vector of keys[i].
+    def get(self, keys: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+        """[len(keys), dim] in `dtype` (default float32; None: as stored, e.g. float16
+        without upcasting), row i = vector of keys[i].
 
-        KeyError if any key is missing (says how many, names the first few);
-        DamagedSegmentError if a key's segment fails a check.
+        Reads only the rows asked (grouped by segment, in row order). KeyError if any key
+        is missing (says how many, names the first few); DamagedSegmentError if a key's
+        segment fails a check.
         """
         keys = self._check_keys(keys)
-        out = np.empty((len(keys), self.dim), np.float32)
+        out = np.empty((len(keys), self.dim), self.dtype if dtype is None else dtype)
         if not keys:
             return out
+        digests = key_digests(keys)
+        rebuilt = False
         for attempt in range(_READ_ATTEMPTS):
             self.refresh()
-            index = self._index
-            where = np.fromiter((index.get(k, -1) for k in keys), np.int64, len(keys))
+            with self._lock:
+                where = self._index.lookup(digests)
+                layout = (np.asarray(self._bases, np.int64), [self._segments[s] for s in self._order])
             absent = np.flatnonzero(where < 0)
             if len(absent):
                 first = ", ".join(repr(keys[i]) for i in absent[:5])
@@ -311,8 +376,23 @@ class Namespace:
                     f"first missing: {first}"
                 )
             try:
-                self._read(where, out)
+                self._read(where, digests, out, layout)
                 return out
+            except RowCheckFailed as bad:
+                # A row that does not match its key's checksum: first suspect a persisted
+                # index (rebuild it from the segments themselves), then the row.
+                if not rebuilt and self._index_from_file:
+                    log.warning("cache namespace %s: index file pointed at a wrong row; rebuilding it", self.id[:12])
+                    with self._lock:
+                        self._rebuild(manifest.list_entries(self.loc, self.dir), use_file=False)
+                        self._save_index()
+                    rebuilt = True
+                    continue
+                problem = f"vectors.bin row {bad.row}: crc32c does not match crc32c.npy"
+                seg = self._segments.get(bad.segment_id)
+                if seg is not None:
+                    seg.damage = problem
+                raise DamagedSegmentError(self.id, bad.segment_id, problem) from None
             except SegmentGone as gone:
                 # Compacted away by another process since our listing? Then re-list and
                 # retry; if it is still published, its files are damaged.
@@ -324,10 +404,22 @@ class Namespace:
                     raise DamagedSegmentError(self.id, gone.segment_id, gone.problem) from None
         raise AssertionError("unreachable")
 
-    def verify(self, *, quarantine: bool = False) -> VerifyReport:
-        """Check every byte of every published segment against its sha256s.
+    def iter_get(
+        self, keys: Sequence[str], batch_rows: int = 65536, dtype: Any = np.float32
+    ) -> Iterator[np.ndarray]:
+        """`get` in blocks of at most `batch_rows` keys, in the order given: a full read
+        that holds one block in memory at a time."""
+        if batch_rows <= 0:
+            raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+        keys = self._check_keys(keys)
+        for start in range(0, len(keys), batch_rows):
+            yield self.get(keys[start : start + batch_rows], dtype=dtype)
 
-        With `quarantine`, damaged segments are unpublished and deleted: their keys
+    def verify(self, *, quarantine: bool = False) -> VerifyReport:
+        """Check every byte of every published segment against its checksums.
+
+        With `quarantine`, damaged segments are unpublished and moved aside to
+        ``quarantine/<segment>`` (kept for inspection; delete it when done): their keys
         become missing, so the next run recomputes them.
         """
         report = VerifyReport(self.id)
@@ -351,13 +443,15 @@ class Namespace:
         if quarantine and report.bad:
             for b in report.bad:
                 manifest.unpublish(self.loc, self.dir, b.segment_id)
-                self.loc.remove(self.dir, "segments", b.segment_id, recursive=True)
+                self._move_aside(b.segment_id)
                 report.quarantined.append(b.segment_id)
-            self._reset()
+            with self._lock:
+                self._reset()
         return report
 
     def compact(self, *, orphan_grace_s: float = 3600.0) -> CompactReport:
-        """Rewrite the live rows into as few segments as possible, one copy per key.
+        """Rewrite the live rows into as few segments as possible, one copy per key, in
+        the current segment format (older formats are migrated by this).
 
         New segments are published before the old ones are unpublished, so readers
         always find every key (old and new copies are identical). Unpublished segment
@@ -365,119 +459,183 @@ class Namespace:
         may be a write in progress elsewhere and are kept.
         """
         self.refresh()
-        old_ids = list(self._order)
-        rows_before = self._total
-        live = np.array(sorted(self._index.values()), dtype=np.int64)
-        if len(old_ids) > 1 or len(live) < rows_before:
+        with self._lock:
+            old_ids = list(self._order)
+            rows_before = self._total
+            layout = (np.asarray(self._bases, np.int64), [self._segments[s] for s in self._order])
+            live = np.sort(self._index.pos)
+        legacy = any(not isinstance(seg, Segment) for seg in layout[1])
+        if len(old_ids) > 1 or len(live) < rows_before or legacy:
+            keys_of, digests_of = {}, {}
+            for seg_id, seg in zip(old_ids, layout[1], strict=True):
+                keys_of[seg_id], digests_of[seg_id] = seg.keys(), seg.digests()
             for start in range(0, len(live), SEGMENT_MAX_ROWS):
                 where = live[start : start + SEGMENT_MAX_ROWS]
+                seg_pos, rows = _locate(layout[0], where)
+                keys = [keys_of[old_ids[s]][r] for s, r in zip(seg_pos.tolist(), rows.tolist(), strict=True)]
+                digests = np.concatenate([digests_of[old_ids[s]][r : r + 1] for s, r in zip(seg_pos, rows)])
                 vectors = np.empty((len(where), self.dim), self.dtype)
                 try:
-                    self._read(where, vectors)
-                except SegmentGone as gone:
-                    raise DamagedSegmentError(self.id, gone.segment_id, gone.problem) from None
-                # _publish, not _write: the positions in `live` must stay valid
-                self._publish(self._keys_at(where), vectors)
+                    self._read(where, digests, vectors, layout)
+                except (SegmentGone, RowCheckFailed) as bad:
+                    raise DamagedSegmentError(self.id, bad.segment_id, str(bad)) from None
+                self._publish(keys, digests, vectors)
             for seg_id in old_ids:
                 manifest.unpublish(self.loc, self.dir, seg_id)
             for seg_id in old_ids:
                 self.loc.remove(self.dir, "segments", seg_id, recursive=True)
-            self._reset()
-        orphans = self._orphans(orphan_grace_s)
-        for seg_id in orphans:
-            self.loc.remove(self.dir, "segments", seg_id, recursive=True)
-        for name in self._stale_manifest_temps(orphan_grace_s):
-            self.loc.remove(self.dir, "manifest", name)
+            with self._lock:
+                self._reset()
+        removed = self.remove_leftovers(orphan_grace_s)
+        orphans = [rel.split("/", 1)[1] for rel in removed if rel.startswith("segments/")]
         self.refresh()
+        with self._lock:
+            if self._uncovered:
+                self._save_index()
         return CompactReport(self.id, len(old_ids), len(self._order), rows_before, self._total, orphans)
 
+    def remove_leftovers(self, grace_s: float = 3600.0, *, dry_run: bool = False) -> list[str]:
+        """Delete what killed writers left: unpublished segment folders and temporary
+        files older than `grace_s` (younger ones may be a write in progress elsewhere).
+        Returns the paths removed, relative to the namespace folder."""
+        removed = [f"segments/{s}" for s in self._orphans(grace_s)]
+        for folder in ("manifest", ""):
+            removed += [f"{folder}/{n}".lstrip("/") for n in self._stale_temps(folder, grace_s)]
+        if not dry_run:
+            for rel in removed:
+                self.loc.remove(self.dir, rel, recursive=rel.startswith("segments/"))
+        return removed
+
     def refresh(self) -> None:
-        """Bring the in-memory index up to date with the manifest (one listing)."""
+        """Bring the index up to date with the manifest (one listing)."""
         listed = manifest.list_entries(self.loc, self.dir)
-        if listed == self._order:
-            return
-        known = set(self._order)
-        listed_set = set(listed)
-        new = [s for s in listed if s not in known]
-        if known - listed_set or (new and self._order and new[0] < self._order[-1]):
-            # A segment went away, or one sorts before those loaded: rebuild (keeps
-            # "first segment in id order wins" exact).
-            keep = {s: self._segments[s] for s in self._order if s in listed_set}
-            old_keys = self._keys
-            self._reset()
-            for seg_id in sorted([*keep, *new]):
-                seg = keep.get(seg_id)
-                if seg is None:
-                    try:
-                        seg = self._segment(seg_id)
-                    except FileNotFoundError:
-                        continue
-                self._append(seg, old_keys[seg_id] if seg_id in old_keys else seg.keys())
-            return
-        for seg_id in new:
-            try:
-                seg = self._segment(seg_id)
-            except FileNotFoundError:
-                continue  # unpublished again since the listing
-            self._append(seg, seg.keys())
+        with self._lock:
+            if listed == self._order:
+                return
+            known = set(self._order)
+            new = [s for s in listed if s not in known]
+            if not self._order or known - set(listed) or (new and new[0] < self._order[-1]):
+                # First load, a segment went away, or one sorts before those loaded:
+                # rebuild (keeps "first segment in id order wins" exact).
+                self._rebuild(listed, use_file=True)
+            else:
+                self._extend(new)
+            if self._uncovered >= INDEX_SAVE_ROWS:
+                self._save_index()  # a reader that had to merge this much saves the next one the work
 
     # ------------------------------------------------------------------ internals
     def _reset(self) -> None:
         self._order: list[str] = []  # published segment ids, sorted
         self._bases: list[int] = []  # global position of each segment's row 0
-        self._segments: dict[str, Segment] = {}
-        self._keys: dict[str, list[str]] = {}
-        self._index: dict[str, int] = {}  # key -> global position of its first copy
+        self._segments: dict[str, Segment | SegmentV1] = {}
+        self._index = KeyIndex()  # key digest -> global position of its first copy
         self._total = 0  # rows in all loaded segments, duplicates included
+        self._uncovered = 0  # rows indexed that the index file does not cover
+        self._index_from_file = False
 
-    def _segment(self, seg_id: str) -> Segment:
-        entry = manifest.read_entry(self.loc, self.dir, seg_id)
-        return Segment(self.loc, self.dir, self.id, entry, self.dim, self.dtype)
+    def _segment(self, seg_id: str):
+        return self._open_segment(manifest.read_entry(self.loc, self.dir, seg_id))
 
-    def _append(self, seg: Segment, keys: list[str]) -> None:
-        """Add a segment that sorts after all loaded ones; earlier copies of a key win."""
+    def _open_segment(self, entry: dict):
+        return open_segment(self.loc, self.dir, self.id, entry, self.dim, self.dtype)
+
+    def _rebuild(self, listed: list[str], *, use_file: bool) -> None:
+        self._reset()
+        if use_file:
+            self._load_index_file(listed)
+        self._extend(listed[len(self._order) :])
+
+    def _load_index_file(self, listed: list[str]) -> None:
+        """Start from the persisted index if it covers a prefix of the listed segments."""
+        try:
+            data = self.loc.read_bytes(self.dir, INDEX_FILE)
+        except FileNotFoundError:
+            return
+        try:
+            index, entries = KeyIndex.load(data)
+            ids = [e["segment_id"] for e in entries]
+            if ids != listed[: len(ids)]:
+                return  # segments were removed or reordered since it was written
+            rows = [int(e["rows"]) for e in entries]
+            if len(index) and int(index.pos.max()) >= sum(rows):
+                raise IndexFileError("index file points past its segments")
+        except IndexFileError as e:
+            log.warning("cache namespace %s: %s; rebuilding the index from the segments", self.id[:12], e)
+            self._uncovered = 1  # make the rebuilt index be saved over the bad one
+            return
+        self._append([self._open_segment(e) for e in entries], None, index=index)
+        self._uncovered = 0
+        self._index_from_file = True
+
+    def _extend(self, new_ids: list[str]) -> None:
+        """Load segments that sort after all loaded ones (their digest files)."""
+        segs, digests = [], []
+        for seg_id in new_ids:
+            try:
+                seg = self._segment(seg_id)
+            except FileNotFoundError:
+                continue  # unpublished again since the listing
+            digests.append(seg.digests())
+            segs.append(seg)
+        if segs:
+            self._append(segs, np.concatenate(digests))
+
+    def _append(self, segs: list, digests: np.ndarray | None, *, index: KeyIndex | None = None) -> None:
+        """Add segments that sort after all loaded ones; earlier copies of a key win."""
         base = self._total
-        self._order.append(seg.segment_id)
-        self._bases.append(base)
-        self._segments[seg.segment_id] = seg
-        self._keys[seg.segment_id] = keys
-        setdefault = self._index.setdefault
-        for row, key in enumerate(keys):
-            setdefault(key, base + row)
-        self._total += seg.rows
+        for seg in segs:
+            self._order.append(seg.segment_id)
+            self._bases.append(self._total)
+            self._segments[seg.segment_id] = seg
+            self._total += seg.rows
+        if index is not None:
+            self._index = index
+        else:
+            self._index.add(digests, np.arange(base, self._total, dtype=np.int64))
+            self._uncovered += self._total - base
 
-    def _publish(self, keys: list[str], vectors: np.ndarray) -> dict:
+    def _maybe_save_index(self) -> None:
+        """After a put: rewrite the index once a quarter of it is new (bounds what the
+        writes cost), so a reader never merges more than that."""
+        if self._uncovered >= max(INDEX_SAVE_ROWS, self._total // 4):
+            self._save_index()
+
+    def _save_index(self) -> None:
+        """Persist the index (atomic; a reader checks it before use). Best effort: a
+        read-only cache still works, it only rebuilds the index on open."""
+        entries = [self._segments[s]._entry for s in self._order]
+        try:
+            self.loc.write_file(f"{self.dir}/{INDEX_FILE}", self._index.dump_parts(entries), atomic=True)
+        except OSError as e:
+            log.info("cache namespace %s: index not saved (%s)", self.id[:12], e)
+            return
+        self._uncovered = 0
+
+    def _publish(self, keys: list[str], digests: np.ndarray, vectors: np.ndarray) -> dict:
         """Write one segment and publish it; the in-memory index is left alone."""
         seg_id = manifest.new_segment_id()
-        entry = write_segment(self.loc, f"{self.dir}/segments/{seg_id}", seg_id, keys, vectors)
+        entry = write_segment(self.loc, f"{self.dir}/segments/{seg_id}", seg_id, keys, digests, vectors)
         manifest.publish(self.loc, self.dir, entry)
         return entry
 
-    def _write(self, keys: list[str], vectors: np.ndarray) -> None:
-        """Publish a segment and add it to the index."""
-        entry = self._publish(keys, vectors)
-        if self._order and entry["segment_id"] < self._order[-1]:
-            self.refresh()  # clocks disagree with another writer's: rebuild in id order
-        else:
-            self._append(Segment(self.loc, self.dir, self.id, entry, self.dim, self.dtype), keys)
-
-    def _locate(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bases = np.asarray(self._bases, dtype=np.int64)
-        seg_pos = np.searchsorted(bases, where, side="right") - 1
-        return seg_pos, where - bases[seg_pos]
-
-    def _keys_at(self, where: np.ndarray) -> list[str]:
-        seg_pos, rows = self._locate(where)
-        return [self._keys[self._order[s]][r] for s, r in zip(seg_pos.tolist(), rows.tolist(), strict=True)]
-
-    def _read(self, where: np.ndarray, out: np.ndarray) -> None:
+    def _read(self, where: np.ndarray, digests: np.ndarray, out: np.ndarray, layout) -> None:
         """out[i] = vector at global position where[i]; one grouped read per segment."""
-        seg_pos, rows = self._locate(where)
+        bases, segs = layout
+        seg_pos, rows = _locate(bases, where)
         order = np.argsort(seg_pos, kind="stable")
         cuts = np.flatnonzero(np.diff(seg_pos[order])) + 1
         for group in np.split(order, cuts):
-            seg = self._segments[self._order[seg_pos[group[0]]]]
-            seg.read_into(out, group, rows[group])
+            segs[seg_pos[group[0]]].read_into(out, group, rows[group], digests[group])
+
+    def _move_aside(self, seg_id: str) -> None:
+        src, dst = self.loc.path(self.dir, "segments", seg_id), self.loc.path(self.dir, "quarantine", seg_id)
+        try:
+            if self.loc.is_local:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+            self.loc.fs.mv(src, dst, recursive=True)
+        except (OSError, ValueError) as e:
+            log.warning("cache namespace %s: could not move segment %s aside (%s); deleting it", self.id[:12], seg_id, e)
+            self.loc.remove(self.dir, "segments", seg_id, recursive=True)
 
     def _orphans(self, grace_s: float) -> list[str]:
         published = set(manifest.list_entries(self.loc, self.dir))
@@ -489,13 +647,14 @@ class Namespace:
                 out.append(name)
         return out
 
-    def _stale_manifest_temps(self, grace_s: float) -> list[str]:
-        """Temporary manifest files left by writers killed while publishing."""
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
+    def _stale_temps(self, folder: str, grace_s: float) -> list[str]:
+        """Temporary files (manifest entries, index, namespace.json) of killed writers."""
+        parts = (self.dir, folder) if folder else (self.dir,)
         out = []
-        for name in self.loc.list_names(self.dir, "manifest", temp=True):
+        for name in self.loc.list_names(*parts, temp=True):
             made = manifest.segment_time(name[len(TEMP_PREFIX) :])
-            if made is not None and made < cutoff:
+            age = (datetime.now(timezone.utc) - made).total_seconds() if made else self.loc.age_s(*parts, name)
+            if age is not None and age > grace_s:
                 out.append(name)
         return out
 
@@ -503,9 +662,14 @@ class Namespace:
         if isinstance(keys, (str, bytes)):
             raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
         keys = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
-        for i, k in enumerate(keys):
-            if not isinstance(k, str) or not k:
-                raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
+        try:
+            ok = all(map(str.__len__, keys))  # C-level: TypeError on a non-str, False on ""
+        except TypeError:
+            ok = False
+        if not ok:
+            for i, k in enumerate(keys):
+                if not isinstance(k, str) or not k:
+                    raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
         return keys
 
     def _check_vectors(self, keys: list[str], vectors: Any) -> np.ndarray:
@@ -531,9 +695,23 @@ class Namespace:
         return stored
 
 
+def _locate(bases: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(segment position, row in it) of global positions."""
+    seg_pos = np.searchsorted(bases, where, side="right") - 1
+    return seg_pos, where - bases[seg_pos]
+
+
 def _nonfinite_rows(v: np.ndarray) -> np.ndarray:
     """Boolean per row: holds NaN or Inf. float16 by its exponent bits (np.isfinite is
     several times slower on float16 than this)."""
-    if v.dtype == np.float16:
-        return ((v.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
-    return ~np.isfinite(v).all(axis=1)
+    if v.dtype != np.float16:
+        return ~np.isfinite(v).all(axis=1)
+    bits = v.reshape(len(v), -1).view(np.uint16)
+    out = np.empty(len(v), bool)
+    step = max(1, (1 << 20) // max(1, bits.shape[1]))  # blocks that stay in cache
+    buf = np.empty((min(step, len(v)), bits.shape[1]), np.uint16)
+    for a in range(0, len(v), step):
+        b = min(len(v), a + step)
+        np.bitwise_and(bits[a:b], 0x7FFF, out=buf[: b - a])  # drop the sign: |x| bits
+        out[a:b] = buf[: b - a].max(axis=1) >= 0x7C00  # exponent all ones: Inf or NaN
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DamagedSegmentError", "NamespaceMismatchError", "TableSchemaError"]
+__all__ = ["DamagedSegmentError", "NamespaceMismatchError", "SegmentGone", "TableSchemaError"]
 
 
 class DamagedSegmentError(Exception):
@@ -29,3 +29,14 @@ class NamespaceMismatchError(ValueError):
 
 class TableSchemaError(ValueError):
     """Rows do not match a table's schema (names the table, the column and the row)."""
+
+
+class SegmentGone(Exception):
+    """A segment's files vanished while reading (compacted away by another process?).
+
+    Internal to the cache: it re-lists and retries, or raises DamagedSegmentError."""
+
+    def __init__(self, segment_id: str, problem: str):
+        self.segment_id = segment_id
+        self.problem = problem
+        super().__init__(f"segment {segment_id}: {problem}")

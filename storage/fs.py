@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import fsspec
@@ -93,6 +95,17 @@ class Location:
             return {}
         return {posixpath.relpath(name, p): int(info["size"]) for name, info in found.items()}
 
+    def age_s(self, *parts: str) -> float | None:
+        """Seconds since a file was last modified (None if unknown or gone)."""
+        try:
+            info = self.fs.info(self.path(*parts))
+        except FileNotFoundError:
+            return None
+        made = info.get("mtime", info.get("LastModified", info.get("created")))
+        if isinstance(made, datetime):
+            made = made.timestamp()
+        return None if made is None else time.time() - float(made)
+
     def sha256(self, *parts: str) -> str:
         """sha256 hex of a file, streamed."""
         digest = hashlib.sha256()
@@ -102,15 +115,17 @@ class Location:
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ writing
-    def write_file(self, rel: str, data: bytes | memoryview, *, atomic: bool) -> None:
-        """Write one file. `atomic`: readers see the old state or all of it, never a part.
+    def write_file(self, rel: str, data: bytes | memoryview | list, *, atomic: bool) -> None:
+        """Write one file (`data` may be a list of buffers, written one after the other).
+        `atomic`: readers see the old state or all of it, never a part.
 
         Local files are always fsynced before returning: a manifest entry published
         after them must never point at data still in the page cache.
         """
         p = self.path(rel)
+        parts = data if isinstance(data, list) else [data]
         if not self.is_local:
-            self.fs.pipe_file(p, bytes(data))  # one put: atomic on object stores
+            self.fs.pipe_file(p, b"".join(parts))  # one put: atomic on object stores
             return
         folder = os.path.dirname(p)
         os.makedirs(folder, exist_ok=True)
@@ -118,7 +133,8 @@ class Location:
         # no listing or glob (*.parquet, *.json) ever picks up a half-written file.
         target = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(p)}.{uuid.uuid4().hex}") if atomic else p
         with open(target, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         if atomic:

@@ -1,26 +1,25 @@
 """One cache segment: an immutable batch of (key, vector) rows, written once, checked on read.
 
-Layout of ``segments/<segment_id>/``::
+Layout of ``segments/<segment_id>/`` (segment format 2)::
 
-    vectors/zarr.json, vectors/c/<shard>/0   Zarr v3 array [rows, dim], sharded;
-                                             crc32c on every inner chunk
-    keys.parquet                             one column "key": keys[i] names row i
-    meta.json                                rows, dim, dtype, size + sha256 of each file
+    vectors.bin    rows x dim, the namespace dtype, little-endian, row-major, no header
+    crc32c.npy     uint32 per row: crc32c of the row's bytes, seeded with its key's digest
+    digests.npy    S16 per row: the 16-byte digest of the row's key (keyindex.py)
+    keys.parquet   one column "key": keys[i] names row i (compact and tools read it)
+    meta.json      format, rows, dim, dtype, size of each file, sha256 of the small ones
+
+Why this layout (measured in benchmarks/bench_cache.py): a get of k keys reads k rows
+and their k checksums, nothing else. Format 1 (segments_v1.py, still read) kept the
+vectors in Zarr chunks of 128 rows, so 100k random keys out of 3M read every chunk,
+the whole namespace. A row is the unit read and checked here, so its checksum is per
+row: a flipped byte, a truncated file or a row that is not the asked key's (the seed is
+the key's digest) is refused, never served. `verify` checks every row; the small files
+are checked against meta.json's sha256 whenever they are loaded, and meta.json against
+the manifest entry.
 
 A segment folder is invisible until its manifest entry exists (see `manifest.py`), and
 its id is unique, so it is written in place: no rename is needed to hide a half-written
 segment, and no writer can collide with another.
-
-How damage is caught without hashing every read (measured in benchmarks/bench_cache.py):
-
-- meta.json is pinned by the sha256 in the manifest entry; keys.parquet and
-  vectors/zarr.json are small and sha256-checked whenever they are loaded;
-- file sizes are compared with meta.json when a segment is first opened in a process;
-- every inner chunk of vectors carries a crc32c (part of the Zarr format) that zarr
-  checks on each read, so a flipped byte raises instead of being served, at the cost
-  of one memory pass over the chunks read (a full sha256 pass is what `verify` does);
-- the array's fill value is NaN, which `put` never stores: a chunk that is missing
-  (deleted file, emptied shard index) reads as NaN and is refused, not served as zeros.
 """
 
 from __future__ import annotations
@@ -28,87 +27,85 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
-from storage.errors import DamagedSegmentError
+from storage.errors import DamagedSegmentError, SegmentGone
 from storage.fs import Location
+from storage.keyindex import DIGEST
+from storage.segments_v1 import SegmentV1
 
-__all__ = ["SEGMENT_FORMAT", "chunk_layout", "write_segment", "Segment", "SegmentGone"]
+__all__ = ["SEGMENT_FORMAT", "write_segment", "open_segment", "Segment", "RowCheckFailed", "row_crcs"]
 
-SEGMENT_FORMAT = 1
-#: Inner chunk (the unit a random read fetches and checks): about 256 KiB, i.e. 128
-#: rows of 1024-d float16. Shard (one file): 64 inner chunks, 8192 rows, 16 MiB.
-CHUNK_TARGET_BYTES = 256 * 1024
-SHARD_CHUNKS = 64
-#: Read a shard's whole span of rows when at least 1 in DENSE_FACTOR rows is wanted;
-#: otherwise fetch only the inner chunks holding the wanted rows.
-DENSE_FACTOR = 4
+SEGMENT_FORMAT = 2
+#: Rows read, checked and placed at a time: small enough (1 MiB at 1024-d float16) that
+#: the checksum and the placing read the block from CPU cache, not from memory again.
+READ_BLOCK_ROWS = 512
+#: On object stores, rows closer than this are fetched in one range request (a request
+#: costs about what reading this many rows does).
+REMOTE_GAP_ROWS = 64
 
 
-class SegmentGone(Exception):
-    """A segment's files vanished while reading (compacted away by another process?)."""
+class RowCheckFailed(Exception):
+    """A row's crc32c did not match: a damaged row, or an index that pointed elsewhere.
+    The namespace rebuilds its index and retries once before calling it damage."""
 
-    def __init__(self, segment_id: str, problem: str):
+    def __init__(self, segment_id: str, row: int):
         self.segment_id = segment_id
-        self.problem = problem
-        super().__init__(f"segment {segment_id}: {problem}")
-
-
-def chunk_layout(rows: int, dim: int, dtype: str) -> tuple[int, int]:
-    """(inner chunk rows, shard rows) for an array of `rows` x `dim`."""
-    itemsize = np.dtype(dtype).itemsize
-    inner = max(1, min(rows, CHUNK_TARGET_BYTES // (dim * itemsize)))
-    n_inner = -(-rows // inner)
-    return inner, inner * min(SHARD_CHUNKS, n_inner)
+        self.row = row
+        super().__init__(f"segment {segment_id}: vectors.bin row {row} does not match its crc32c")
 
 
 def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _encode_vectors(vectors: np.ndarray) -> dict[str, memoryview]:
-    """The Zarr v3 files of an array, built in memory so each can be hashed as written."""
-    rows, dim = vectors.shape
-    inner, shard = chunk_layout(rows, dim, vectors.dtype.name)
-    store: dict = {}
-    arr = zarr.create_array(
-        zarr.storage.MemoryStore(store),
-        shape=vectors.shape,
-        dtype=vectors.dtype,
-        chunks=(shard, dim),
-        serializer=ShardingCodec(chunk_shape=(inner, dim), codecs=[BytesCodec(), Crc32cCodec()]),
-        compressors=None,  # embeddings barely compress; reading speed matters more
-        filters=None,
-        fill_value=float("nan"),
-        zarr_format=3,
-        # No chunk of ours is all fill value; skipping that per-chunk scan makes the
-        # encoding about 3x faster.
-        config={"write_empty_chunks": True},
-    )
-    arr[:] = vectors
-    # memoryviews of zarr's buffers: hashing and writing them needs no extra copy.
-    return {f"vectors/{name}": memoryview(buf.as_numpy_array()) for name, buf in store.items()}
+def _seeds(digests: np.ndarray) -> np.ndarray:
+    """The crc32c seed of each row: the first 4 bytes of its key's digest."""
+    return np.ascontiguousarray(digests).view("<u4")[::4]
+
+
+def row_crcs(rows: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    """crc32c of each row's bytes, seeded with its key digest (uint32 per row)."""
+    rows = np.ascontiguousarray(rows)
+    if len(rows) != len(digests):
+        raise ValueError(f"{len(rows)} rows but {len(digests)} digests")
+    return np.fromiter(map(google_crc32c.extend, _seeds(digests).tolist(), rows), np.uint32, len(rows))
+
+
+def _npy(arr: np.ndarray) -> memoryview:
+    sink = io.BytesIO()
+    np.save(sink, arr, allow_pickle=False)
+    return sink.getbuffer()
 
 
 def _encode_keys(keys: list[str]) -> memoryview:
     sink = io.BytesIO()
-    pq.write_table(pa.table({"key": pa.array(keys, pa.string())}), sink, compression="zstd")
+    # Keys are hex digests: they do not compress enough to pay for zstd on every put.
+    pq.write_table(pa.table({"key": pa.array(keys, pa.string())}), sink, compression="none")
     return sink.getbuffer()
 
 
-def write_segment(loc: Location, seg_dir: str, segment_id: str, keys: list[str], vectors: np.ndarray) -> dict:
+def write_segment(
+    loc: Location, seg_dir: str, segment_id: str, keys: list[str], digests: np.ndarray, vectors: np.ndarray
+) -> dict:
     """Write a segment's files (fsynced) and return its manifest entry; does not publish."""
-    files = _encode_vectors(vectors)
-    files["keys.parquet"] = _encode_keys(keys)
-    for rel, data in files.items():
+    vectors = np.ascontiguousarray(vectors)
+    small = {
+        "crc32c.npy": _npy(row_crcs(vectors, digests)),
+        "digests.npy": _npy(np.ascontiguousarray(digests, DIGEST)),
+        "keys.parquet": _encode_keys(keys),
+    }
+    payload = memoryview(vectors.reshape(-1).view(np.uint8))
+    loc.write_file(f"{seg_dir}/vectors.bin", payload, atomic=False)
+    for rel, data in small.items():
         loc.write_file(f"{seg_dir}/{rel}", data, atomic=False)
+    files = {rel: {"size": data.nbytes, "sha256": _sha256(data)} for rel, data in small.items()}
+    files["vectors.bin"] = {"size": payload.nbytes}  # checked row by row against crc32c.npy
     meta = {
         "format": SEGMENT_FORMAT,
         "segment_id": segment_id,
@@ -116,20 +113,26 @@ def write_segment(loc: Location, seg_dir: str, segment_id: str, keys: list[str],
         "dim": int(vectors.shape[1]),
         "dtype": vectors.dtype.name,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "files": {rel: {"size": data.nbytes, "sha256": _sha256(data)} for rel, data in sorted(files.items())},
+        "files": dict(sorted(files.items())),
     }
     meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
     loc.write_file(f"{seg_dir}/meta.json", meta_bytes, atomic=False)
     loc.sync_tree(seg_dir)
-    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": _sha256(meta_bytes)}
+    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": _sha256(meta_bytes), "format": SEGMENT_FORMAT}
+
+
+def open_segment(loc: Location, ns_dir: str, namespace: str, entry: dict, dim: int, dtype: str):
+    """A reader for a published segment of either format (entries before format 2 have none)."""
+    cls = Segment if entry.get("format", 1) == SEGMENT_FORMAT else SegmentV1
+    return cls(loc, ns_dir, namespace, entry, dim, dtype)
 
 
 class Segment:
-    """A published segment of one namespace, opened for reading.
+    """A published format-2 segment, opened for reading.
 
-    Cheap checks run once per process (meta, sizes, small files); chunk checksums run
-    on every read. Any failure raises `DamagedSegmentError` naming the segment, and the
-    segment stays refused for the rest of the process.
+    Cheap checks run once per process (meta, sizes, small files); row checksums on
+    every read. A failure raises `DamagedSegmentError` naming the segment and the file,
+    and the segment stays refused for the rest of the process.
     """
 
     def __init__(self, loc: Location, ns_dir: str, namespace: str, entry: dict, dim: int, dtype: str):
@@ -140,27 +143,18 @@ class Segment:
         self.dir = f"{ns_dir}/segments/{self.segment_id}"
         self._entry = entry
         self._dim = dim
-        self._dtype = dtype
+        self._dtype = np.dtype(dtype)
+        self._row_bytes = dim * self._dtype.itemsize
         self._meta: dict | None = None
-        self._array = None
-        self._shard_rows = 0
+        self._vectors: np.ndarray | None = None  # memory map (local files only)
+        self._crcs: np.ndarray | None = None
         self.damage: str | None = None
+        self.bytes_read = 0  # vector and checksum bytes fetched by reads
 
     # ------------------------------------------------------------------ checks
     def _damaged(self, problem: str) -> DamagedSegmentError:
         self.damage = problem
         return DamagedSegmentError(self.namespace, self.segment_id, problem)
-
-    def _read_checked(self, rel: str) -> bytes:
-        """A small file's bytes, after comparing them with meta.json's sha256."""
-        meta = self.meta()
-        try:
-            data = self.loc.read_bytes(self.dir, rel)
-        except FileNotFoundError:
-            raise self._damaged(f"{rel} is missing") from None
-        if _sha256(data) != meta["files"].get(rel, {}).get("sha256"):
-            raise self._damaged(f"{rel}: sha256 does not match meta.json")
-        return data
 
     def meta(self) -> dict:
         """meta.json, checked against the manifest entry's sha256 and the namespace."""
@@ -175,13 +169,30 @@ class Segment:
                 raise self._damaged("meta.json: sha256 does not match the manifest entry")
             meta = json.loads(data)
             found = (meta.get("rows"), meta.get("dim"), meta.get("dtype"))
-            if found != (self.rows, self._dim, self._dtype):
+            if found != (self.rows, self._dim, self._dtype.name):
                 raise self._damaged(
                     f"meta.json says rows={found[0]} dim={found[1]} dtype={found[2]}, expected "
-                    f"rows={self.rows} dim={self._dim} dtype={self._dtype}"
+                    f"rows={self.rows} dim={self._dim} dtype={self._dtype.name}"
                 )
             self._meta = meta
         return self._meta
+
+    def _read_checked(self, rel: str) -> bytes:
+        """A small file's bytes, after comparing them with meta.json's sha256."""
+        meta = self.meta()
+        try:
+            data = self.loc.read_bytes(self.dir, rel)
+        except FileNotFoundError:
+            raise self._damaged(f"{rel} is missing") from None
+        if _sha256(data) != meta["files"].get(rel, {}).get("sha256"):
+            raise self._damaged(f"{rel}: sha256 does not match meta.json")
+        return data
+
+    def _load_npy(self, rel: str, dtype: np.dtype) -> np.ndarray:
+        arr = np.load(io.BytesIO(self._read_checked(rel)), allow_pickle=False)
+        if arr.shape != (self.rows,) or arr.dtype != dtype:
+            raise self._damaged(f"{rel} holds {arr.dtype}{list(arr.shape)}, expected {dtype}[{self.rows}]")
+        return arr
 
     def keys(self) -> list[str]:
         """The segment's keys in row order (checksum-verified)."""
@@ -191,9 +202,14 @@ class Segment:
             raise self._damaged(f"keys.parquet has {len(keys)} rows, expected {self.rows}")
         return keys
 
-    def _open_array(self):
-        if self._array is not None:
-            return self._array
+    def digests(self) -> np.ndarray:
+        """The 16-byte digests of the keys, in row order (checksum-verified)."""
+        return self._load_npy("digests.npy", DIGEST)
+
+    def _open(self) -> None:
+        """Check sizes once, load the row checksums, map the vectors (local disk)."""
+        if self._crcs is not None:
+            return
         meta = self.meta()
         sizes = self.loc.file_sizes(self.dir)
         if not sizes:
@@ -203,74 +219,65 @@ class Segment:
                 raise self._damaged(f"{rel} is missing")
             if sizes[rel] != info["size"]:
                 raise self._damaged(f"{rel} is {sizes[rel]} bytes, meta.json says {info['size']}")
-        self._read_checked("vectors/zarr.json")
-        arr = zarr.open_array(self.loc.zarr_store(self.dir, "vectors"), mode="r")
-        if tuple(arr.shape) != (self.rows, self._dim) or arr.dtype != np.dtype(self._dtype):
-            found = f"{arr.dtype}{list(arr.shape)}"
-            raise self._damaged(f"vectors are {found}, expected {self._dtype}[{self.rows}, {self._dim}]")
-        self._shard_rows = int((arr.shards or arr.chunks)[0])
-        self._array = arr
-        return arr
+        if meta["files"]["vectors.bin"]["size"] != self.rows * self._row_bytes:
+            raise self._damaged(f"vectors.bin: meta.json size does not fit {self.rows} rows of {self._row_bytes} bytes")
+        crcs = self._load_npy("crc32c.npy", np.dtype(np.uint32))
+        if self.loc.is_local and self.rows:
+            self._vectors = np.memmap(
+                self.loc.path(self.dir, "vectors.bin"), self._dtype, "r", shape=(self.rows, self._dim)
+            )
+        self._crcs = crcs
 
     # ------------------------------------------------------------------ reading
-    def read_into(self, out: np.ndarray, out_pos: np.ndarray, rows: np.ndarray) -> None:
-        """out[out_pos[i]] = vector of row rows[i].
+    def read_into(self, out: np.ndarray, out_pos: np.ndarray, rows: np.ndarray, digests: np.ndarray) -> None:
+        """out[out_pos[i]] = vector of row rows[i], whose key has digest digests[i].
 
-        Reads shard by shard in row order. While one shard's rows are converted (float16
-        -> float32 costs about as much as reading them) and placed, a helper thread
-        already reads the next shard.
+        Rows are read in row order, a block at a time; each row is checked against its
+        crc32c before it is placed.
         """
-        arr = self._open_array()
-        order = np.argsort(rows, kind="stable")
-        rows_s, pos_s = rows[order], out_pos[order]
-        cuts = (np.flatnonzero(np.diff(rows_s // self._shard_rows)) + 1).tolist()
-        blocks = [(rows_s[a:b], pos_s[a:b]) for a, b in zip([0, *cuts], [*cuts, len(rows_s)], strict=True)]
-        if len(blocks) == 1:
-            self._place(out, blocks[0][1], self._fetch(arr, blocks[0][0]))
-            return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._fetch, arr, blocks[0][0])
-            for i, (_, p) in enumerate(blocks):
-                values = pending.result()
-                if i + 1 < len(blocks):
-                    pending = pool.submit(self._fetch, arr, blocks[i + 1][0])
-                self._place(out, p, values)
-
-    def _fetch(self, arr, r: np.ndarray) -> np.ndarray:
-        """Vectors of sorted rows `r` (all in one shard), in that order."""
-        lo, hi = int(r[0]), int(r[-1]) + 1
+        self.meta()
         try:
-            if hi - lo == len(r) and (np.diff(r) == 1).all():
-                values = arr[lo:hi]
-            elif len(r) * DENSE_FACTOR >= hi - lo:
-                values = arr[lo:hi][r - lo]
-            else:
-                uniq, inverse = np.unique(r, return_inverse=True)
-                values = arr.oindex[uniq][inverse]
+            self._open()
         except FileNotFoundError:
-            raise SegmentGone(self.segment_id, "a vector file vanished while reading") from None
-        except ValueError as e:
-            if "checksum" not in str(e):
-                raise
-            raise self._damaged(f"vector chunk checksum mismatch in rows {lo}..{hi - 1}") from None
-        self._check_filled(values)
-        return values
+            raise SegmentGone(self.segment_id, "a file vanished while opening") from None
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        fetched = None if self._vectors is not None else self._fetch_remote(sorted_rows)
+        for start in range(0, len(order), READ_BLOCK_ROWS):
+            pick = order[start : start + READ_BLOCK_ROWS]
+            r = sorted_rows[start : start + READ_BLOCK_ROWS]
+            values = self._vectors[r] if fetched is None else fetched[start : start + READ_BLOCK_ROWS]
+            bad = np.flatnonzero(row_crcs(values, digests[pick]) != self._crcs[r])
+            if len(bad):
+                raise RowCheckFailed(self.segment_id, int(r[bad[0]]))
+            out[out_pos[pick]] = values
+        self.bytes_read += len(rows) * 4 + (len(rows) * self._row_bytes if fetched is None else 0)
 
-    @staticmethod
-    def _place(out: np.ndarray, p: np.ndarray, values: np.ndarray) -> None:
-        if p[-1] - p[0] == len(p) - 1 and (np.diff(p) == 1).all():
-            out[int(p[0]) : int(p[-1]) + 1] = values  # a run of outputs: no scatter
-        else:
-            out[p] = values
-
-    def _check_filled(self, values: np.ndarray) -> None:
-        # put never stores NaN and the fill value is NaN: NaN here means a missing chunk.
-        if values.size and np.isnan(values[:, 0]).any():
-            raise SegmentGone(self.segment_id, "a vector chunk is missing (read as fill value)")
+    def _fetch_remote(self, r: np.ndarray) -> np.ndarray:
+        """Vectors of sorted rows `r` (repeats allowed), in that order, by range requests
+        (one per run of close rows; fsspec sends them concurrently)."""
+        uniq, inverse = np.unique(r, return_inverse=True)
+        cuts = np.flatnonzero(np.diff(uniq) > REMOTE_GAP_ROWS) + 1
+        runs = np.split(uniq, cuts)
+        starts = [int(run[0]) * self._row_bytes for run in runs]
+        ends = [(int(run[-1]) + 1) * self._row_bytes for run in runs]
+        path = self.loc.path(self.dir, "vectors.bin")
+        self.bytes_read += sum(ends) - sum(starts)
+        try:
+            parts = self.loc.fs.cat_ranges([path] * len(runs), starts, ends)
+        except FileNotFoundError:
+            raise SegmentGone(self.segment_id, "vectors.bin vanished while reading") from None
+        block_rows = []
+        for run, part in zip(runs, parts, strict=True):
+            if isinstance(part, Exception):
+                raise SegmentGone(self.segment_id, f"vectors.bin read failed: {part}")
+            span = np.frombuffer(part, self._dtype).reshape(-1, self._dim)
+            block_rows.append(span[run - run[0]])
+        return np.concatenate(block_rows)[inverse]
 
     # ------------------------------------------------------------------ verify
     def verify(self) -> list[str]:
-        """Full check of every byte against meta.json; the problems found, named by file."""
+        """Full check of every file and every row; the problems found, named by file."""
         try:
             meta = self.meta()
         except DamagedSegmentError as e:
@@ -282,16 +289,29 @@ class Segment:
                 problems.append(f"{rel} is missing")
             elif sizes[rel] != info["size"]:
                 problems.append(f"{rel} is {sizes[rel]} bytes, meta.json says {info['size']}")
-            elif self.loc.sha256(self.dir, rel) != info["sha256"]:
+            elif "sha256" in info and self.loc.sha256(self.dir, rel) != info["sha256"]:
                 problems.append(f"{rel}: sha256 does not match meta.json")
         extra = sorted(set(sizes) - set(meta["files"]) - {"meta.json"})
         problems += [f"{rel}: unexpected file" for rel in extra]
         if not problems:
-            try:
-                self.keys()
-                self._open_array()
-            except DamagedSegmentError as e:
-                problems.append(e.problem)
+            problems += self._verify_rows()
         if problems:
             self.damage = problems[0]
         return problems
+
+    def _verify_rows(self) -> list[str]:
+        try:
+            self.keys()
+            digests = self.digests()
+            self._open()
+            rows = np.arange(self.rows)
+            out = np.empty((self.rows, self._dim), self._dtype) if self.rows <= READ_BLOCK_ROWS else None
+            for start in range(0, self.rows, READ_BLOCK_ROWS):
+                r = rows[start : start + READ_BLOCK_ROWS]
+                target = out if out is not None else np.empty((len(r), self._dim), self._dtype)
+                self.read_into(target, np.arange(len(r)), r, digests[r])
+        except DamagedSegmentError as e:
+            return [e.problem]
+        except RowCheckFailed as e:
+            return [f"vectors.bin row {e.row}: crc32c does not match crc32c.npy"]
+        return []

@@ -139,6 +139,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("target_identity_fp", _S, False),
         ("offset_fp", _S, False),
         ("projection_fp", _S, False),
+        ("warm_start_from", _S, False),  # heads the projection heads continued from; null: from scratch
         ("config_fp", _S, True),
         ("code_version", _S, True),
         ("created_at", _TS, True),

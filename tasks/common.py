@@ -2,8 +2,9 @@
 
 Prefect options (STYLE.md, "Prefect 3 caching: known pitfalls"):
 
-- every cached task gets an explicit `cache_key_fn` from tasks/keys.py (no run id in
-  it) and `persist_result=True`; result storage is bound per run to
+- every cached task gets an explicit cache policy, `checked(<key fn from tasks/keys.py>)`
+  (tasks/cache_policy.py: the key without any run id, and a record whose outputs are
+  missing or damaged is a miss), and `persist_result=True`; result storage is bound per run to
   `<workdir>/prefect/results` by `with_workspace` (the workdir is only known from the
   config, so it cannot be fixed at import time);
 - `retries` cover transient failures only: `transient_only` refuses to retry errors
@@ -37,6 +38,7 @@ __all__ = [
     "now",
     "write_manifest",
     "read_manifest",
+    "read_manifest_file",
     "open_cache",
     "open_tables",
 ]
@@ -72,7 +74,7 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, PERMANENT_ERRORS)
 
 
-#: Options of every cached stage task (cache_key_fn is added per task). `on_failure`
+#: Options of every cached stage task (cache_policy is added per task). `on_failure`
 #: names the task run on its exception, so the flow reports the stage that failed
 #: (tasks/failures.py).
 STAGE_OPTIONS: dict[str, Any] = {
@@ -118,17 +120,39 @@ def now() -> datetime:
 
 
 def write_manifest(ws: Workspace, key: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Store a stage's output manifest as manifests/<key>.json and return it (with key)."""
+    """Store a stage's output manifest as manifests/<key>.json and return it (with key and
+    its own sha256, `manifest_sha256`: tasks/integrity.py)."""
     import json
 
-    out = {"key": key, **manifest}
+    from tasks.integrity import seal
+
+    out = seal({"key": key, **manifest})
     atomic_write_text(ws.manifest(key), json.dumps(out, indent=1, sort_keys=True, allow_nan=False))
     return out
 
 
+def read_manifest_file(path: Path) -> Any:
+    """A manifest file as stored (unchecked); OSError / ValueError if unreadable."""
+    return read_json(path)
+
+
 def read_manifest(ws: Workspace, key: str) -> dict[str, Any] | None:
+    """The stage manifest of `key`, or None when it is missing or fails its own sha256
+    (a damaged manifest is never served: the stage's next run writes it again)."""
+    from tasks.integrity import manifest_problem
+
     path = ws.manifest(key)
-    return read_json(path) if path.is_file() else None
+    try:
+        manifest = read_manifest_file(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        manifest = None
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        logger().warning("%s: %s; treated as missing (the stage's next run writes it again)", path, problem)
+        return None
+    return manifest
 
 
 def open_cache(cfg: PipelineConfig):

@@ -58,6 +58,7 @@ __all__ = [
     "EmbeddingSpec",
     "OffsetsSpec",
     "TrainingSpec",
+    "IndexSpec",
     "EvalSpec",
     "BenchmarkSpec",
     "RetrievalEval",
@@ -353,6 +354,16 @@ class OffsetsSpec(_Model):
     seed: StrictInt = Field(0, description="Seed of the sampling.")
 
 
+class IndexSpec(_Model):
+    """The `index` stage and `textme search`: when an approximate (faiss) index is used."""
+
+    ann_min_items: StrictInt = Field(100_000, ge=1, description="An encoder's index of at least this many "
+                                     "items is searched through a faiss IVF-Flat index (with faiss-cpu "
+                                     "installed: the `ann` extra); smaller ones, or without faiss, exactly.")
+    ann_nprobe: StrictInt = Field(32, ge=1, description="IVF lists visited per query (more: higher recall, "
+                                  "slower; docs/BENCHMARKS.md, bench_search).")
+
+
 # textme.training's accepted names, restated here so that loading a config never imports
 # torch; tests/pipeline/test_config_models.py checks them against textme itself.
 _SCHEDULES = Literal["cosine", "cosine_restarts", "constant"]
@@ -369,8 +380,12 @@ _Device = Annotated[StrictStr, StringConstraints(pattern=rf"^(?:auto|(?:{'|'.joi
 _Beta = _float(ge=0, lt=1)
 
 
+#: `training:` fields that steer the pipeline, not `textme.TrainConfig`.
+PIPELINE_TRAINING_FIELDS = ("ablate_centring", "memory_budget_gb", "warm_start", "warm_start_epochs")
+
+
 class TrainingSpec(_Model):
-    """`textme.TrainConfig`'s fields (same names, defaults: the paper's) + ablate_centring.
+    """`textme.TrainConfig`'s fields (same names, defaults: the paper's) + PIPELINE_TRAINING_FIELDS.
 
     `params` holds only the fields the config gives: the train stage resolves the rest
     with TrainConfig's defaults into its key (tasks/keys.py), so a changed default is a
@@ -404,8 +419,18 @@ class TrainingSpec(_Model):
     device: _Device = Field("auto", description="auto (cuda if available) or a torch device.")
     precision: _PRECISIONS = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")
     drop_last: StrictBool = Field(True, description="Drop the ragged last batch (as the official code).")
-    ablate_centring: StrictBool = Field(False, description="Also train and evaluate the uncentred heads "
+    ablate_centring: StrictBool = Field(False, description="Also evaluate the uncentred heads, derived from the "
+                                                           "centred training run without a second training "
                                                            "(pipeline switch, not a TrainConfig field).")
+    memory_budget_gb: _float(gt=0) | None = Field(
+        None, description="Memory that training heads may hold at once, in GB (rows x dims x bytes each, "
+                          "estimated before loading); a head larger than the budget runs alone. null: half of "
+                          "this machine's RAM (pipeline switch, never part of a key).")
+    warm_start: StrictBool = Field(False, description="Continue each head from the one a previous run trained on "
+                                                      "other captions (for warm_start_epochs), not from scratch "
+                                                      "(pipeline switch; warm heads have their own keys).")
+    warm_start_epochs: StrictInt = Field(5, ge=1, description="Epochs a warm-started head trains "
+                                                              "(training.warm_start).")
 
     @model_validator(mode="after")
     def _margins(self) -> TrainingSpec:
@@ -424,7 +449,7 @@ class TrainingSpec(_Model):
     @property
     def params(self) -> dict[str, Any]:
         """The TrainConfig fields the config gives (JSON values: `TrainConfig(**params)`)."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if k != "ablate_centring"}
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in PIPELINE_TRAINING_FIELDS}
 
 
 class EvalSpec(_Model):
@@ -576,6 +601,7 @@ class PipelineConfig(_Model):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="textme.TrainConfig fields "
                                                                              "+ ablate_centring.")
     evaluation: tuple[Evaluation, ...] = Field((), description="Evaluation entries (one kind per `task`).")
+    index: IndexSpec = Field(default_factory=IndexSpec, description="Search index (`textme search`).")
 
     _path: str = PrivateAttr("<dict>")
     _config_dir: str = PrivateAttr("")

@@ -29,11 +29,13 @@ from typing import Any, Sequence
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.bad_items import SHOWN_SKIPPED, encode_chunk, skipped_summary
 from tasks.common import GPU_STAGE_OPTIONS, current_run_id, logger, now, open_cache, open_tables, write_manifest
 from tasks.config import PipelineConfig
 from tasks.gpu import device_of, gpu_slot
 from tasks.inputs import InputError, sample_items
+from tasks.integrity import checked_item_sample, sha256_file
 from tasks.progress import stage_progress
 from tasks.shards import LocalShards, shard_runner
 from tasks.workspace import Workspace, atomic_write_text, read_json
@@ -324,6 +326,7 @@ def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
         "dim": int(ns.dim),
         "items_fp": sample.fingerprint,
         "items_file": str(sidecar),
+        "items_sha256": sha256_file(sidecar),
         "n_items": len(pairs),
         "n_available": sample.n_available,
         "n_requested": requested,
@@ -334,20 +337,21 @@ def embed_item_sample(cfg: PipelineConfig, encoder: str) -> dict[str, Any]:
     return write_manifest(ws, key, manifest)
 
 
-def read_item_sample(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(keys, paths) of the items an embed_items manifest embedded."""
-    pairs = read_json(manifest["items_file"])
+def read_item_sample(manifest: dict[str, Any], cfg: PipelineConfig | None = None) -> tuple[list[str], list[str]]:
+    """(keys, paths) of the items an embed_items manifest embedded, after the sample
+    file's sha256 check (`cfg`: the config named in the error's repair)."""
+    pairs = read_json(checked_item_sample(cfg, manifest))
     return [k for k, _ in pairs], [p for _, p in pairs]
 
 
-@task(name="embed-texts", task_run_name="embed-{encoder}-{tower}", cache_key_fn=keys.embed_texts_key_fn,
+@task(name="embed-texts", task_run_name="embed-{encoder}-{tower}", cache_policy=checked(keys.embed_texts_key_fn),
       **GPU_STAGE_OPTIONS)
 def embed_texts(config: str, encoder: str, tower: str, captions: list[dict[str, Any]]) -> dict[str, Any]:
     """Prefect task: embed the captions of `captions` (ingest manifests) into the cache."""
     return embed_captions(keys.load_snapshot(config), encoder, tower, captions)
 
 
-@task(name="embed-items", task_run_name="embed-{encoder}-modal", cache_key_fn=keys.embed_items_key_fn,
+@task(name="embed-items", task_run_name="embed-{encoder}-modal", cache_policy=checked(keys.embed_items_key_fn),
       **GPU_STAGE_OPTIONS)
 def embed_items(config: str, encoder: str) -> dict[str, Any]:
     """Prefect task: embed the encoder's sampled modal items into the cache."""

@@ -38,9 +38,11 @@ import numpy as np
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.common import GPU_STAGE_OPTIONS, logger, write_manifest
 from tasks.config import EvalSpec, PipelineConfig
 from tasks.inputs import EvalInputs, read_eval_manifest
+from tasks.integrity import checked_head, checked_offset_dir
 from tasks.sources import cached_file_key
 from tasks.workspace import Workspace
 
@@ -98,18 +100,20 @@ class EvalContext:
 
         memo = (encoder, variant)
         if memo not in self._models:
-            self._models[memo] = load_projection(self.heads[encoder][variant]["path"])
+            self._models[memo] = load_projection(checked_head(self.cfg, self.heads[encoder][variant]))
         return self._models[memo]
 
     def _offset(self, encoder: str, variant: str):
         """The offsets a variant's head is used with (None: the uncentred ablation)."""
         from textme import load_offset
 
-        folder = self.heads[encoder][variant].get("offset_dir") if variant != "uncentred" else None
+        m = self.heads[encoder][variant]
+        folder = m.get("offset_dir") if variant != "uncentred" else None
         if folder is None:
             return None
         if folder not in self._offset_memo:
-            self._offset_memo[folder] = load_offset(folder)
+            self._offset_memo[folder] = load_offset(checked_offset_dir(self.cfg, folder, m.get("offset_sha256"),
+                                                                       encoder))
         return self._offset_memo[folder]
 
     def _project(self, encoder: str, raw: np.ndarray, variant: str, tower: str) -> np.ndarray:
@@ -163,7 +167,7 @@ class EvalContext:
         (comma-joined when several: an emergent pair has two heads). A released head's
         are `released:<file>@sha256:<hex>` (tasks/released.py)."""
         if variant not in HEAD_VARIANTS:
-            return {"captions_fp": None, "offset_fp": None, "projection_fp": None}
+            return {"captions_fp": None, "offset_fp": None, "projection_fp": None, "warm_start_from": None}
         used = [self.heads[e][variant] for e in encoders if e in self.heads]
         captions = sorted({c for m in used for c in m["captions"]})
         offsets = [m["offset_fp"] for m in used if m.get("offset_fp")] if variant != "uncentred" else []
@@ -171,6 +175,9 @@ class EvalContext:
             "captions_fp": ",".join(captions) or None,
             "offset_fp": ",".join(offsets) or None,
             "projection_fp": ",".join(m["projection_fp"] for m in used) or None,
+            # the heads these warm-started from (training.warm_start), "" for a scratch one
+            "warm_start_from": (",".join(m.get("warm_start_from") or "" for m in used) or None
+                                if any(m.get("warm_start_from") for m in used) else None),
         }
 
 
@@ -361,7 +368,7 @@ def run_evaluation(cfg: PipelineConfig, name: str, heads: dict[str, Any], pivot:
     return write_manifest(Workspace.of(cfg), key, manifest)
 
 
-@task(name="evaluate", task_run_name="evaluate-{name}", cache_key_fn=keys.evaluate_key_fn, **GPU_STAGE_OPTIONS)
+@task(name="evaluate", task_run_name="evaluate-{name}", cache_policy=checked(keys.evaluate_key_fn), **GPU_STAGE_OPTIONS)
 def evaluate(config: str, name: str, heads: dict[str, Any], pivot: dict[str, Any] | None) -> dict[str, Any]:
     """Prefect task: `heads` maps each encoder the entry needs to its offsets and head
     manifests (train, released); `pivot` is the pivot's embed manifest (lineage), None

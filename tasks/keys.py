@@ -40,9 +40,14 @@ __all__ = [
     "embed_texts_key",
     "embed_items_key",
     "offsets_key",
+    "train_inputs",
+    "train_spec",
     "train_key",
+    "uncentred_key",
     "released_key",
     "evaluate_key",
+    "index_identity",
+    "index_key",
     "HEAD_VARIANTS",
     "VARIANTS",
     "ingest_key_fn",
@@ -50,8 +55,10 @@ __all__ = [
     "embed_items_key_fn",
     "offsets_key_fn",
     "train_key_fn",
+    "uncentred_key_fn",
     "released_key_fn",
     "evaluate_key_fn",
+    "index_key_fn",
 ]
 
 
@@ -73,6 +80,7 @@ STAGE_VERSIONS = {
     "train": "1",
     "released": "1",
     "evaluate": "2",  # 2: head checks and the released variant in its manifest
+    "index": "1",
 }
 
 # TrainConfig fields that pick where training runs, not what it produces.
@@ -81,7 +89,7 @@ _TRAIN_NON_OUTPUT_FIELDS = ("device",)
 
 #: Stages whose output is computed by `textme` (the method): their keys also carry
 #: textme.METHOD_VERSION, which the method layer bumps when its outputs would change.
-METHOD_STAGES = ("offsets", "train", "released", "evaluate")
+METHOD_STAGES = ("offsets", "train", "released", "evaluate", "index")
 
 
 def method_version() -> str:
@@ -205,10 +213,13 @@ def namespace_id(identity: Mapping[str, Any]) -> str:
 
 
 def train_params(cfg: PipelineConfig) -> dict[str, Any]:
-    """TrainConfig resolved with its defaults, minus fields that do not change outputs."""
-    from textme.training import TrainConfig
-
-    resolved = TrainConfig(**cfg.training.params).to_dict()
+    """TrainConfig resolved with its defaults (`TrainConfig(**params).to_dict()`), minus
+    fields that do not change outputs. Read from the config's TrainingSpec, which restates
+    TrainConfig's fields and defaults (tests/pipeline/test_config_models.py keeps the two
+    equal), so that a key needs no torch."""
+    spec = cfg.training
+    # `params` with every field counted as given: the defaults come in, resolved.
+    resolved = spec.model_construct(_fields_set=set(type(spec).model_fields), **dict(spec)).params
     for name in _TRAIN_NON_OUTPUT_FIELDS:
         resolved.pop(name, None)
     return resolved
@@ -272,6 +283,46 @@ def offsets_key(
     )
 
 
+def train_inputs(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    offset: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What a head trained from scratch is made of (its key's inputs)."""
+    return {
+        "text_namespace": text["namespace"],
+        "pivot_namespace": pivot["namespace"],
+        "captions": [c["captions_fp"] for c in captions],  # order = row order in training
+        "offset": None if offset is None else offset["offset_fp"],
+        "train": train_params(cfg),
+    }
+
+
+def train_spec(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    offset: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, Any]]:
+    """(key, inputs) of a train stage. With `training.warm_start`, a centred head that
+    continues an earlier one (tasks/warm_start.py) adds `warm_start_from` (that head's
+    key) and `warm_start_epochs` to its inputs, so warm and scratch heads never share
+    a key; a scratch head's key is what it was before warm starts existed."""
+    inputs = train_inputs(cfg, encoder, text, pivot, captions, offset)
+    if offset is not None and cfg.training.warm_start:
+        from tasks.warm_start import warm_start_source
+
+        source = warm_start_source(cfg, encoder, inputs, stage_key("train", inputs))
+        if source is not None:
+            inputs = {**inputs, "warm_start_from": source, "warm_start_epochs": cfg.training.warm_start_epochs}
+    return stage_key("train", inputs), inputs
+
+
 def train_key(
     cfg: PipelineConfig,
     encoder: str,
@@ -280,16 +331,24 @@ def train_key(
     captions: list[Mapping[str, Any]],
     offset: Mapping[str, Any] | None,
 ) -> str:
-    return stage_key(
-        "train",
-        {
-            "text_namespace": text["namespace"],
-            "pivot_namespace": pivot["namespace"],
-            "captions": [c["captions_fp"] for c in captions],  # order = row order in training
-            "offset": None if offset is None else offset["offset_fp"],
-            "train": train_params(cfg),
-        },
-    )
+    return train_spec(cfg, encoder, text, pivot, captions, offset)[0]
+
+
+def uncentred_key(
+    cfg: PipelineConfig,
+    encoder: str,
+    text: Mapping[str, Any],
+    pivot: Mapping[str, Any],
+    captions: list[Mapping[str, Any]],
+    centred: Mapping[str, Any],
+) -> str:
+    """The uncentred ablation head: derived from the centred head's run when that run
+    kept its twin's running mean (`derived_from` = the centred head's key), else the
+    key of a head trained on raw text (heads trained before the derivation existed)."""
+    if not centred.get("uncentred_running_mean"):
+        return train_key(cfg, encoder, text, pivot, captions, None)
+    inputs = train_inputs(cfg, encoder, text, pivot, captions, None)
+    return stage_key("train", {**inputs, "derived_from": centred["projection_fp"]})
 
 
 def released_key(cfg: PipelineConfig, encoder: str, offset: Mapping[str, Any] | None) -> str:
@@ -346,6 +405,33 @@ def evaluate_key(cfg: PipelineConfig, name: str, heads: Mapping[str, Any], pivot
     )
 
 
+def index_identity(cfg: PipelineConfig, encoder: str, head: Mapping[str, Any]) -> dict[str, Any]:
+    """The cache namespace identity of an encoder's index: its modal namespace seen
+    through one head and its offsets (the index vectors are a function of those alone)."""
+    return {
+        "index": STAGE_VERSIONS["index"],
+        "method_version": method_version(),
+        "modal_namespace": namespace_id(encoder_identity(cfg, encoder, "modal")),
+        "projection": head["projection_fp"],
+        "offset": head.get("offset_fp"),
+    }
+
+
+def index_key(cfg: PipelineConfig, encoder: str, head: Mapping[str, Any], modal: Mapping[str, Any] | None) -> str:
+    """An encoder's index: its namespace (head + offsets + modal tower) and the corpus,
+    every (item key, path) it holds (the offset sample `modal` + the evaluation items)."""
+    from storage.fingerprint import fingerprint
+    from tasks.index import corpus_items
+
+    return stage_key(
+        "index",
+        {
+            "namespace": namespace_id(index_identity(cfg, encoder, head)),
+            "items": fingerprint({"items": [list(p) for p in corpus_items(cfg, encoder, modal)]}),
+        },
+    )
+
+
 # --------------------------------------------------------------------------- Prefect adapters
 # Prefect calls cache_key_fn(task_run_context, parameters); parameters are the task's
 # resolved arguments by name. These stay one line each: the logic above is unit-tested.
@@ -371,6 +457,10 @@ def train_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return train_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["offset"])
 
 
+def uncentred_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return uncentred_key(load_snapshot(p["config"]), p["encoder"], p["text"], p["pivot"], p["captions"], p["centred"])
+
+
 def released_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return released_key(load_snapshot(p["config"]), p["encoder"], p["offset"])
 
@@ -379,3 +469,5 @@ def evaluate_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
     return evaluate_key(load_snapshot(p["config"]), p["name"], p["heads"], p["pivot"])
 
 
+def index_key_fn(_ctx: Any, p: Mapping[str, Any]) -> str:
+    return index_key(load_snapshot(p["config"]), p["encoder"], p["head"], p["modal"])

@@ -1,18 +1,20 @@
 """Replay the DAG's keys without running anything: what is cached, missing or stale.
 
-Each stage's key is computed exactly as its task's `cache_key_fn` would, from the
+Each stage's key is computed exactly as its task's cache policy would, from the
 config, the inputs' content and the upstream manifests stored under
 <workdir>/manifests/. A stage is
 
-- `cached`: its manifest and Prefect's result record for the current key both exist
-  (the next run will not execute it);
+- `cached`: its manifest (passing its own sha256) and Prefect's result record for the
+  current key both exist (the next run will not execute it, unless a file it names fails
+  its sha256: `textme verify` checks those);
 - `stale`: an earlier result for the same stage and unit exists, under another key
   (inputs, parameters or code changed since);
 - `missing`: never computed (or an upstream stage is not cached, so its key is not
   known yet).
 
 No model is loaded: keys need encoder identities, which never load weights. Used by
-`textme status`, `textme search` and the evaluation-only flow.
+`textme status`, `textme search` (it finds the current index through `Replay.index`)
+and the evaluation-only flow.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def unit_of(manifest: dict[str, Any]) -> str | None:
         return f"{manifest['encoder']}/{manifest['variant']}"
     if stage == "evaluate":
         return manifest["name"]
+    if stage == "index":
+        return f"{manifest['encoder']}/index"
     return None
 
 
@@ -122,6 +126,7 @@ def replay(cfg: PipelineConfig) -> Replay:
     pivot = r.check("embed", "pivot/text", "pivot",
                     lambda: keys.embed_texts_key(cfg, "pivot", "text", captions(trained))) if trained else None
     heads: dict[str, dict[str, StageStatus | None]] = {}
+    modals: dict[str, StageStatus | None] = {}
     for e, entry in cfg.encoders.items():
         text = modal = off = centred = uncentred = released = None
         if text_datasets(cfg, e):
@@ -135,12 +140,15 @@ def replay(cfg: PipelineConfig) -> Replay:
             centred = r.check("train", f"{e}/textme", e, lambda e=e, text=text, off=off, entry=entry: keys.train_key(
                 cfg, e, *_need(text, pivot), captions(list(entry.train_on)), *_need(off)))
             if cfg.training.ablate_centring:
-                uncentred = r.check("train", f"{e}/uncentred", e, lambda e=e, text=text, entry=entry: keys.train_key(
-                    cfg, e, *_need(text, pivot), captions(list(entry.train_on)), None))
+                uncentred = r.check("train", f"{e}/uncentred", e,
+                                    lambda e=e, text=text, entry=entry, centred=centred: keys.uncentred_key(
+                                        cfg, e, *_need(text, pivot), captions(list(entry.train_on)),
+                                        *_need(centred)))
         if entry.released is not None:
             released = r.check("released", f"{e}/released", e, lambda e=e, off=off, entry=entry: keys.released_key(
                 cfg, e, None if entry.has_released_offset else _need(off)[0]))
         heads[e] = {"offset": off, "textme": centred, "uncentred": uncentred, "released": released}
+        modals[e] = modal
 
     for spec in cfg.evaluation:
         def eval_key(spec=spec) -> str:
@@ -150,6 +158,17 @@ def replay(cfg: PipelineConfig) -> Replay:
             return keys.evaluate_key(cfg, spec.name, manifests, None if pivot is None else _need(pivot)[0])
 
         r.check("evaluate", spec.name, None, eval_key)
+
+    from tasks.index import index_head, indexable
+
+    index: dict[str, StageStatus] = {}
+    for e, entry in cfg.encoders.items():
+        if not indexable(cfg, e):
+            continue
+        head = index_head(heads[e], entry.train)
+        index[e] = r.check("index", f"{e}/index", e, lambda e=e, head=head: keys.index_key(
+            cfg, e, *_need(head), None if modals[e] is None else _need(modals[e])[0]))
     r.heads = heads  # type: ignore[attr-defined]
+    r.index = index  # type: ignore[attr-defined]
     r.pivot = pivot  # type: ignore[attr-defined]
     return r

@@ -37,8 +37,11 @@ from typing import Any
 from prefect import task
 
 from tasks import keys
+from tasks.cache_policy import checked
 from tasks.common import STAGE_OPTIONS, logger, write_manifest
 from tasks.config import ConfigError, EncoderEntry, PipelineConfig
+from tasks.offsets import OFFSET_FILES
+from tasks.integrity import checked_head, checked_offset_dir, folder_sha256, sha256_file
 from tasks.workspace import Workspace, atomic_write_text
 
 __all__ = [
@@ -250,7 +253,8 @@ def load_released(cfg: PipelineConfig, encoder: str, offset: dict[str, Any] | No
             raise ConfigError(f"{cfg.path}: {_field(encoder, 'offset')}: {err}") from None
         offset_fp = _offset_fp(off)
     elif offset is not None:
-        mu, offset_fp = load_offset(offset["dir"]), offset["offset_fp"]
+        mu = load_offset(checked_offset_dir(cfg, offset["dir"], offset.get("sha256"), encoder))
+        offset_fp = offset["offset_fp"]
     else:  # the config model guarantees one of the two
         raise ConfigError(f"{cfg.path}: encoders.{encoder}: the released head needs offsets")
     if mu.dim != meta["in_dim"]:
@@ -262,7 +266,7 @@ def load_released(cfg: PipelineConfig, encoder: str, offset: dict[str, Any] | No
                           f"{encoder!r} gives {dim}-d vectors (another model than the head was trained on?)")
     save_offset(mu, folder, encoder=encoder, stage_key=key, released=off["source"] if off else None)
     head = ws.projection(key)
-    if not head.is_file():
+    if not head.is_file() or sha256_file(head) != files["head"]["sha256"]:
         _copy(head_src, head)
     projection_fp = f"released:{_name(files['head']['source'])}@sha256:{files['head']['sha256']}"
     logger().info("released %s: head %s (%d -> %d), offsets %s", encoder, files["head"]["source"],
@@ -275,8 +279,10 @@ def load_released(cfg: PipelineConfig, encoder: str, offset: dict[str, Any] | No
         "path": str(head),
         "source": files["head"]["source"],
         "head_sha256": files["head"]["sha256"],
+        "sha256": sha256_file(head),
         "offset_fp": offset_fp,
         "offset_dir": str(folder),
+        "offset_sha256": folder_sha256(folder, OFFSET_FILES),
         "offset_source": off["source"] if off else None,
         "in_dim": meta["in_dim"],
         "out_dim": meta["out_dim"],
@@ -286,7 +292,7 @@ def load_released(cfg: PipelineConfig, encoder: str, offset: dict[str, Any] | No
     return write_manifest(ws, key, manifest)
 
 
-@task(name="released", task_run_name="released-{encoder}", cache_key_fn=keys.released_key_fn, **STAGE_OPTIONS)
+@task(name="released", task_run_name="released-{encoder}", cache_policy=checked(keys.released_key_fn), **STAGE_OPTIONS)
 def released(config: str, encoder: str, offset: dict[str, Any] | None) -> dict[str, Any]:
     """Prefect task: offset = our offsets manifest when `released.offset` is null, else None."""
     return load_released(keys.load_snapshot(config), encoder, offset)
@@ -326,14 +332,15 @@ def export_heads(cfg: PipelineConfig, out: str | os.PathLike, encoders: list[str
             raise ConfigError(f"{cfg.path}: encoders.{e}: no trained head for the current config "
                               f"(train {head_st.status}); run `textme run` first")
         head_dst = out / EXPORT_HEADS / f"{e}.pt"
-        ckpt = torch.load(head_st.manifest["path"], map_location="cpu", weights_only=True)
+        ckpt = torch.load(checked_head(cfg, head_st.manifest), map_location="cpu", weights_only=True)
         ckpt["projector_state_dict"] = ckpt["state_dict"]  # shared tensors: stored once
         buffer = io.BytesIO()  # not a file name: torch.save would put the temporary name in the archive
         torch.save(ckpt, buffer)
         _write_bytes(head_dst, buffer.getvalue())  # the same head exports to the same bytes (sha256)
         off_dir = out / EXPORT_OFFSETS / f"{e}_{cfg.encoders[e].offset_dataset}"
+        ours = checked_offset_dir(cfg, off_st.manifest["dir"], off_st.manifest.get("sha256"), e)
         for name in _OFFSET_FILES:
-            _copy(Path(off_st.manifest["dir"]) / name, off_dir / name)
+            _copy(ours / name, off_dir / name)
         entries.append({
             "encoder": e,
             "head": str(head_dst),

@@ -94,7 +94,9 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
     run_id = current_run_id()
     created = now()
     rows = [
-        {**row, "run_id": run_id, "config_fp": config_fp, "code_version": keys.CODE_VERSION, "created_at": created}
+        # warm_start_from: absent from evaluations cached before it existed
+        {"warm_start_from": None, **row, "run_id": run_id, "config_fp": config_fp, "code_version": keys.CODE_VERSION,
+         "created_at": created}
         for manifest in evaluations
         for row in manifest["rows"]
     ]

@@ -14,7 +14,7 @@ from tasks.config import PipelineConfig
 from tasks.plan import replay
 from tasks.workspace import Workspace
 
-__all__ = ["collect_status", "config_namespaces", "collect_gc"]
+__all__ = ["collect_status", "config_namespaces", "index_namespaces", "collect_gc"]
 
 
 def config_namespaces(cfg: PipelineConfig) -> list[dict[str, str]]:
@@ -29,12 +29,20 @@ def config_namespaces(cfg: PipelineConfig) -> list[dict[str, str]]:
     return out
 
 
+def index_namespaces(cfg: PipelineConfig) -> set[str]:
+    """The namespaces of the config's current search indexes (their ids come from the
+    heads they were projected through, so from the stage manifests, not the config)."""
+    return {st.manifest["namespace"] for st in replay(cfg).index.values() if st.manifest is not None}
+
+
 def _runs(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """Run history with each run's real status (a dead `running` run shows `crashed`)."""
+    from tasks.runs import list_runs
+
     try:
-        rows = open_tables(cfg).read("runs").to_pylist()
+        return list_runs(open_tables(cfg))
     except Exception:  # no runs yet
         return []
-    return sorted(rows, key=lambda r: (str(r.get("started_at")), r.get("finished_at") is not None))
 
 
 def collect_status(cfg: PipelineConfig) -> dict[str, Any]:
@@ -77,6 +85,7 @@ def collect_gc(cfgs: list[PipelineConfig], *, dry_run: bool = False) -> list[dic
     removed_all: list[dict[str, Any]] = []
     for group in by_cache.values():
         keep = {ns["id"] for cfg in group for ns in config_namespaces(cfg)}
+        keep |= {ns_id for cfg in group for ns_id in index_namespaces(cfg)}
         cache = open_cache(group[0])
         infos = {info.id: info for info in cache.namespaces()} if _cache_exists(group[0]) else {}
         removed = cache.gc(keep, dry_run=dry_run) if infos else []
@@ -92,6 +101,6 @@ def collect_gc(cfgs: list[PipelineConfig], *, dry_run: bool = False) -> list[dic
 
 def _forget_stage_records(ws: Workspace, namespaces: set[str]) -> None:
     for path, m in ws.stage_manifests():
-        if m.get("stage") in ("embed", "embed_items") and m.get("namespace") in namespaces:
+        if m.get("stage") in ("embed", "embed_items", "index") and m.get("namespace") in namespaces:
             (ws.prefect_results / m["key"]).unlink(missing_ok=True)
             path.unlink(missing_ok=True)

@@ -99,14 +99,15 @@ def preflight(cfg: PipelineConfig, *, assets_ready: bool = True) -> None:
 def _check_released(cfg: PipelineConfig, assets_ready: bool) -> None:
     """Released heads and offsets are there (hub files: downloaded into its cache now, or
     found there offline), the head is a readable checkpoint, the pickles readable offsets."""
-    from textme import CheckpointError, load_official_offset
-    from textme.projector import read_projection_metadata
-
-    from tasks.released import head_file, offset_files
-
     for name, entry in cfg.encoders.items():
         if entry.released is None or _pending(cfg, entry.released.head, assets_ready):
             continue
+        # Here, not above: a config without released heads checks nothing that needs torch.
+        from textme import CheckpointError, load_official_offset
+        from textme.projector import read_projection_metadata
+
+        from tasks.released import head_file, offset_files
+
         head = head_file(cfg, name)
         try:
             read_projection_metadata(head)

@@ -12,7 +12,8 @@ One place that knows the layout, so tasks, flows and the CLI agree on it:
       projections/<fp>.pt   trained heads (textme.save_projection)
       prefect/results/      Prefect's persisted task results and cache records
       refresh/<fp>.json     caption source fingerprints seen by the last refresh of the
-                            config with fingerprint <fp>
+                            config with fingerprint <fp> (tasks/refresh_check.py)
+      refresh/<fp>.checked.json  the last check of them that found nothing changed
       reports/<run>/        the run report: PNG plots + index.html (tasks/report/)
       demo/                 embedded demo assets (demo.assets.prepare_demo)
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Workspace", "atomic_write_text", "read_json", "TEMP_GRACE_S"]
+__all__ = ["Workspace", "atomic_write_text", "atomic_write_bytes", "read_json", "TEMP_GRACE_S"]
 
 #: A temporary file of `atomic_write_text` older than this is a killed writer's leftover
 #: (a live writer holds one for the milliseconds of a write and an fsync).
@@ -67,6 +68,10 @@ class Workspace:
     def refresh_state(self, config_fp: str) -> Path:
         """What the last successful refresh of one config (by content) saw of its sources."""
         return self.root / "refresh" / f"{config_fp}.json"
+
+    def refresh_checked(self, config_fp: str) -> Path:
+        """When a refresh of that config last found no source changed (and ran nothing)."""
+        return self.root / "refresh" / f"{config_fp}.checked.json"
 
     @property
     def demo(self) -> Path:
@@ -122,11 +127,16 @@ class Workspace:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write-then-rename, so readers see the old file or the whole new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -18,29 +18,36 @@ __version__ = "0.1.0"
 #: it for refactors, messages, or speed-ups that leave outputs unchanged.
 METHOD_VERSION = "textme-method-1"
 
-from textme.losses import (  # noqa: E402
-    HardNegativeContrastiveLoss,
-    InfoNCELoss,
-    MSEAlignmentLoss,
-    make_loss,
-)
-from textme.offsets import (  # noqa: E402
-    Offset,
-    centroid,
-    load_official_offset,
-    load_offset,
-    process_embeddings,
-    save_official_offset,
-    save_offset,
-)
-from textme.projector import (  # noqa: E402
-    CheckpointError,
-    ProjectionHead,
-    load_projection,
-    read_projection_metadata,
-    save_projection,
-)
-from textme.training import TrainConfig, lr_at, project, train_projection  # noqa: E402
+# The names below load on first use (PEP 562), not when `textme` is imported: every
+# `textme.*` import runs this file, and the pipeline imports `textme.encoders.hub` or
+# `textme.data` where no torch is needed (config checks, cache keys, a no-change re-run).
+# `from textme import ProjectionHead` works as before; it imports torch then.
+_LAZY = {
+    "textme.losses": ("HardNegativeContrastiveLoss", "InfoNCELoss", "MSEAlignmentLoss", "make_loss"),
+    "textme.offsets": ("Offset", "centroid", "load_official_offset", "load_offset", "process_embeddings",
+                       "save_official_offset", "save_offset"),
+    "textme.projector": ("CheckpointError", "ProjectionHead", "load_projection", "read_projection_metadata",
+                         "save_projection"),
+    "textme.training": ("TrainConfig", "UncentredShift", "lr_at", "project", "train_projection",
+                        "train_projection_with_uncentred"),
+}
+_LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _LAZY_MODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'textme' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_MODULE))
+
 
 __all__ = [
     "__version__",
@@ -64,5 +71,7 @@ __all__ = [
     "TrainConfig",
     "lr_at",
     "train_projection",
+    "train_projection_with_uncentred",
+    "UncentredShift",
     "project",
 ]

@@ -65,19 +65,47 @@ def centroid(embeddings: Any) -> np.ndarray:
     """Mean of the L2-normalised rows of `embeddings` [n, d] -> float32 [d].
 
     Rows are normalised first (in float64) so that a few long vectors cannot pull the
-    centroid; a zero or non-finite row is an error naming its index.
+    centroid; a zero or non-finite row is an error naming its index. For rows that
+    arrive in chunks, `CentroidAccumulator` gives the same float32 result bit for bit.
     """
-    x = _to_numpy(embeddings).astype(np.float64, copy=False)
+    x = _to_numpy(embeddings)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"centroid: expected embeddings [n>0, d>0], got shape {list(x.shape)}")
-    norms = np.linalg.norm(x, axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-    if bad.size:
-        raise ValueError(
-            f"centroid: row {int(bad[0])} is zero or not finite "
-            f"({bad.size} such rows of {x.shape[0]})"
-        )
-    return (x / norms[:, None]).mean(axis=0).astype(np.float32)
+    return CentroidAccumulator(x.shape[1]).add(x).mean()
+
+
+class CentroidAccumulator:
+    """`centroid` over rows that arrive in chunks (bounded memory: one chunk at a time).
+
+    The float64 sum runs row after row, exactly as numpy reduces a whole array over
+    axis 0, so the result does not depend on how the rows were cut.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+        self.n = 0
+        self._sum = np.zeros(self.dim, dtype=np.float64)
+
+    def add(self, rows: Any) -> CentroidAccumulator:
+        x = _to_numpy(rows).astype(np.float64, copy=False)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"centroid: expected rows [n, {self.dim}], got shape {list(x.shape)}")
+        norms = np.linalg.norm(x, axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+        if bad.size:
+            raise ValueError(
+                f"centroid: row {self.n + int(bad[0])} is zero or not finite "
+                f"({bad.size} such rows in this chunk of {x.shape[0]})"
+            )
+        unit = x / norms[:, None]
+        self._sum = np.add.reduce(np.concatenate([self._sum[None], unit]), axis=0)
+        self.n += x.shape[0]
+        return self
+
+    def mean(self) -> np.ndarray:
+        if self.n == 0:
+            raise ValueError("centroid: no rows were added")
+        return (self._sum / self.n).astype(np.float32)
 
 
 @dataclass

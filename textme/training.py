@@ -4,10 +4,20 @@
 pivot's embeddings of the same captions), centres the first with the text offset, and
 fits a `ProjectionHead` so that P(E_text(c) - mu_text) lands on pivot(c). At inference
 `project(head, E_modal(x), offset=mu_modal)` puts modal items in the same space.
+
+Memory: float16 and float32 inputs are used as they are (no copy); each batch is cast
+to float32 and centred when it is drawn, which computes exactly what centring every row
+up front in float32 computed (the official code's order), so the weights are the same.
+Holding the rows costs rows x (in_dim + out_dim) x itemsize bytes: float16 rows (what
+the cache stores) halve it.
+
+`train_projection_with_uncentred` also returns the `uncentred` ablation head without a
+second training; see `UncentredShift` for the derivation and what it does not cover.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -129,6 +139,23 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
+def training_memory_bytes(
+    n_rows: int, in_dim: int, out_dim: int, config: TrainConfig | None = None, itemsize: int = 2
+) -> int:
+    """Estimated peak bytes of `train_projection` on n_rows rows of `itemsize` bytes.
+
+    The rows (n x (in_dim + out_dim) x itemsize: they stay resident, as given), the
+    head's parameters with their gradients and AdamW's two moments (4 x float32), and
+    one batch's float32 activations and similarity matrices (a few copies each).
+    """
+    cfg = config or TrainConfig()
+    hidden = cfg.proj_dim or 2 * in_dim
+    params = in_dim * hidden + hidden * out_dim + 6 * hidden + 6 * out_dim
+    batch = min(cfg.batch_size, n_rows)
+    activations = batch * (in_dim + 4 * hidden + 4 * out_dim) + 6 * batch * batch
+    return n_rows * (in_dim + out_dim) * itemsize + 4 * (4 * params + activations)
+
+
 def lr_at(
     step: int,
     total_steps: int,
@@ -185,10 +212,26 @@ def _batches(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
     return [(a, b) for a, b in bounds if b - a >= 2]
 
 
-def _training_inputs(text: Any, pivot: Any, offset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked float32 CPU tensors; the text side centred with `offset` (if any)."""
-    x = _as_tensor(text, "text_embeddings")
-    y = _as_tensor(pivot, "pivot_embeddings")
+#: Rows checked for NaN/inf at a time (bounds the check's temporary memory).
+_CHECK_ROWS = 65536
+
+
+def _as_rows(x: Any, name: str) -> torch.Tensor:
+    """A 2-D CPU tensor over the same memory when x is float16 or float32, else float32."""
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected [n, d], got shape {list(t.shape)}")
+    if t.dtype not in (torch.float16, torch.float32):
+        t = t.float()
+    return t.cpu()
+
+
+def _training_inputs(
+    text: Any, pivot: Any, offset: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Checked CPU tensors (float16 or float32, not copied) and the float32 offset."""
+    x = _as_rows(text, "text_embeddings")
+    y = _as_rows(pivot, "pivot_embeddings")
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"text_embeddings has {x.shape[0]} rows but pivot_embeddings has {y.shape[0]}; "
@@ -197,22 +240,83 @@ def _training_inputs(text: Any, pivot: Any, offset: Any) -> tuple[torch.Tensor, 
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 training rows (BatchNorm), got {x.shape[0]}")
     for name, t in (("text_embeddings", x), ("pivot_embeddings", y)):
-        if not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
-            raise ValueError(f"{name}: row {bad} contains NaN or inf")
-    if offset is not None:
-        x = process_embeddings(x, as_vector(offset, x.shape[1], "offset"))
-    return x, y
+        for start in range(0, t.shape[0], _CHECK_ROWS):
+            finite = torch.isfinite(t[start : start + _CHECK_ROWS])
+            if not bool(finite.all()):
+                bad = start + int((~finite).any(dim=1).nonzero()[0])
+                raise ValueError(f"{name}: row {bad} contains NaN or inf")
+    off = None if offset is None else torch.from_numpy(as_vector(offset, x.shape[1], "offset"))
+    return x, y, off
+
+
+def _batch_rows(x: torch.Tensor, idx: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """float32 rows x[idx], centred: the same float32 subtraction `process_embeddings`
+    does on all rows at once, so the values are bit for bit what the official order gives."""
+    rows = x[idx].float()
+    return rows if offset is None else process_embeddings(rows, offset)
+
+
+class UncentredShift:
+    """The uncentred twin of a centred training run, tracked alongside it.
+
+    Training on x - mu (centred) and on x (uncentred) from the same seed and batches
+    gives the same head but for the first BatchNorm's running mean: BatchNorm after the
+    first Linear removes any constant from its inputs in training mode, so forward
+    outputs, losses and every gradient are equal (the gradient of W1 is
+    sum_i g_i (x_i - mu)^T with sum_i g_i = 0 under batch statistics). The running mean
+    is an average of batch means of W1_t x + b1_t, so the twin's is the centred one's
+    plus the same average of W1_t mu, with the W1_t of each step: this class keeps that
+    average (`shift`), with BatchNorm's own momentum. The running variance is
+    shift-invariant.
+
+    In float32 the twins are equal up to rounding, with one visible exception: the
+    biases of both Linears have a zero gradient in exact arithmetic (a BatchNorm
+    follows each), and what rounding leaves there (~1e-9) AdamW normalises into steps
+    of up to lr, so those biases drift by noise in either run and are not comparable
+    between two runs. They enter eval outputs only as bias - running mean, which
+    agrees to rounding; `tests/method/test_training.py` checks the derived head against
+    a trained uncentred one at that tolerance.
+    """
+
+    def __init__(self, head: ProjectionHead, offset: torch.Tensor, start: torch.Tensor | None = None):
+        bn = head.mlps[1]
+        self._linear, self._bn = head.mlps[0], bn
+        self._mu = offset.to(device=bn.running_mean.device, dtype=torch.float32)
+        self.shift = (torch.zeros_like(bn.running_mean, dtype=torch.float32) if start is None
+                      else start.to(device=bn.running_mean.device, dtype=torch.float32).clone())
+
+    def update(self) -> None:
+        """Call once per step, after the forward and before optimizer.step(): the
+        forward's W1 and BatchNorm's update factor are the ones to use."""
+        bn = self._bn
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        with torch.no_grad():
+            w1_mu = self._linear.weight.detach().float() @ self._mu
+            self.shift.mul_(1.0 - factor).add_(w1_mu, alpha=factor)
+
+    def derive(self, head: ProjectionHead) -> ProjectionHead:
+        """A copy of the trained centred `head` that is the uncentred twin."""
+        twin = copy.deepcopy(head)
+        with torch.no_grad():
+            twin.mlps[1].running_mean.add_(self.shift.to(twin.mlps[1].running_mean.dtype))
+        return twin
 
 
 def _build(
-    cfg: TrainConfig, in_dim: int, out_dim: int, device: torch.device
+    cfg: TrainConfig, in_dim: int, out_dim: int, device: torch.device, start: ProjectionHead | None = None
 ) -> tuple[ProjectionHead, torch.optim.Optimizer]:
     """A head seeded by its own generator (never the global RNG, which concurrent
-    training threads would share) and its AdamW optimizer."""
+    training threads would share), or a copy of `start` (warm start), and its AdamW
+    optimizer (fresh: checkpoints hold no optimizer state)."""
     init = torch.Generator().manual_seed(cfg.seed)
     head = ProjectionHead(in_dim, cfg.proj_dim or 2 * in_dim, out_dim,
                           init_mode=cfg.init_mode, dim_act=cfg.dim_act, generator=init)
+    if start is not None:
+        shape = ("in_dim", "proj_dim", "out_dim", "dim_act")  # init_mode no longer matters
+        if [start.config()[k] for k in shape] != [head.config()[k] for k in shape]:
+            raise ValueError(f"warm start: the starting head is {start.config()}, this training builds "
+                             f"{head.config()}; train from scratch or start from a head of the same shape")
+        head.load_state_dict(start.state_dict())
     head = head.to(device).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=cfg.betas,
                                   eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -226,27 +330,73 @@ def train_projection(
     offset: Any,
     config: TrainConfig | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    init: ProjectionHead | None = None,
 ) -> tuple[ProjectionHead, list[dict[str, Any]]]:
     """Fit a projection head from text embeddings [n, d_in] to pivot embeddings [n, d_out].
 
     offset: mu_text ([d_in] or [1, d_in], numpy or torch) subtracted from every text
-    row before the head, or None to train on raw embeddings. Rows are paired by index.
+    row before the head, or None to train on raw embeddings. Rows are paired by index;
+    float16 or float32 rows are used without a copy (each batch is cast to float32).
     Returns the head in eval mode (on the training device) and one history row per
     epoch: {"epoch" (1-based), "loss" (mean over the epoch's rows), "lr" (of its last
     step), "seconds"}; `progress`, when given, is called with each row as it is made.
+
+    init: a head to continue from (warm start; same shape) instead of the seeded init.
+    The optimizer starts fresh and the schedule runs over `config.epochs`.
 
     Batches: shuffled each epoch; `drop_last` drops the ragged tail, but when the data
     has fewer rows than `batch_size` each epoch is one batch of all rows, so training
     never silently does zero steps. Needs at least 2 rows (BatchNorm).
     Deterministic on CPU for a given seed; on CUDA the default precision is bf16 autocast.
     """
+    head, _, history = _fit(text_embeddings, pivot_embeddings, offset, config, progress, init, None)
+    return head, history
+
+
+def train_projection_with_uncentred(
+    text_embeddings: Any,
+    pivot_embeddings: Any,
+    *,
+    offset: Any,
+    config: TrainConfig | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    init: ProjectionHead | None = None,
+    init_shift: Any = None,
+) -> tuple[ProjectionHead, ProjectionHead, list[dict[str, Any]]]:
+    """`train_projection` with an offset, plus the uncentred ablation head of the same
+    run: what `train_projection(..., offset=None)` with the same seed would train, up to
+    rounding (`UncentredShift`). Returns (centred head, uncentred head, history).
+
+    init_shift: with `init` (warm start), the starting head's uncentred twin's first
+    running mean minus its own ([proj_dim]); None: zeros (the twins start equal).
+    """
+    if offset is None:
+        raise ValueError("train_projection_with_uncentred needs the offset the centred head is trained with")
+    return _fit(text_embeddings, pivot_embeddings, offset, config, progress, init,
+                None if init_shift is None else torch.as_tensor(np.asarray(init_shift, dtype=np.float32)),
+                twin=True)
+
+
+def _fit(
+    text_embeddings: Any,
+    pivot_embeddings: Any,
+    offset: Any,
+    config: TrainConfig | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+    init: ProjectionHead | None,
+    init_shift: torch.Tensor | None,
+    twin: bool = False,
+) -> tuple[ProjectionHead, ProjectionHead | None, list[dict[str, Any]]]:
+    """The training loop; with `twin`, also the derived uncentred head (else None)."""
     cfg = config or TrainConfig()
-    x, y = _training_inputs(text_embeddings, pivot_embeddings, offset)
+    x, y, off = _training_inputs(text_embeddings, pivot_embeddings, offset)
     device = _resolve_device(cfg.device)
-    head, optimizer = _build(cfg, x.shape[1], y.shape[1], device)
+    head, optimizer = _build(cfg, x.shape[1], y.shape[1], device, init)
     x, y = x.to(device), y.to(device)
+    off = None if off is None else off.to(device)
     criterion = make_loss(cfg.loss, **cfg.loss_kwargs())
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    tracker = UncentredShift(head, off, init_shift) if twin else None
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -270,7 +420,9 @@ def train_projection(
                 group["lr"] = lr
             idx = order[start:stop]
             with autocast():
-                loss = criterion(head(x[idx]), y[idx])
+                loss = criterion(head(_batch_rows(x, idx, off)), y[idx].float())
+            if tracker is not None:
+                tracker.update()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -287,7 +439,8 @@ def train_projection(
         history.append(row)
         if progress is not None:
             progress(dict(row))
-    return head.eval(), history
+    head.eval()
+    return head, None if tracker is None else tracker.derive(head), history
 
 
 def project(

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import open_cache, open_tables
+from tasks.common import open_cache, open_tables, read_manifest
+from tasks.integrity import checked_offset_dir
 from tasks.config import PipelineConfig
 from tasks.workspace import Workspace
 
@@ -77,13 +78,14 @@ def offset_sample(cfg: PipelineConfig, row: dict[str, Any], seed: int) -> tuple[
     folder = ws.offset_dir(row["offset_fp"])
     if not folder.is_dir() and row.get("path"):  # an offsets folder outside this workdir
         folder = Path(row["path"])
-    offset = load_offset(folder)
+    manifest = read_manifest(ws, row["offset_fp"])
+    offset = load_offset(checked_offset_dir(cfg, folder, manifest and manifest.get("sha256"), row["encoder"]))
     meta = offset.metadata
     captions = open_tables(cfg).read("captions", filters={"dataset": meta["dataset"],
                                                           "snapshot": meta["captions_fp"]})
     shas = captions.sort_by("text_sha")["text_sha"].to_pylist()
     chosen = sample_captions(shas, row["n_text"], seed)
-    item_keys, _ = read_item_sample(_items_manifest(ws, meta["items_fp"], meta["modal_namespace"]))
+    item_keys, _ = read_item_sample(_items_manifest(ws, meta["items_fp"], meta["modal_namespace"]), cfg)
     cache = open_cache(cfg)
     text = cache.open_namespace(meta["text_namespace"]).get(chosen)
     modal = cache.open_namespace(meta["modal_namespace"]).get(item_keys)

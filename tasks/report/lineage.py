@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from tasks import keys
@@ -192,12 +193,22 @@ def _namespace(cfg: PipelineConfig, encoder: str, tower: str) -> str:
     return keys.namespace_id(keys.encoder_identity(cfg, encoder, tower))
 
 
+def _intact(cfg: PipelineConfig, ws: Workspace, fp: str) -> bool:
+    """Whether the head of train stage `fp` passes the sha256 its manifest recorded."""
+    from tasks.common import read_manifest
+    from tasks.integrity import IntegrityError, checked_head
+
+    manifest = read_manifest(ws, fp)
+    try:
+        return manifest is not None and checked_head(cfg, manifest) is not None
+    except IntegrityError:
+        return False
+
+
 def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, offset: dict[str, Any] | None,
                by_head: dict[str, list[dict[str, Any]]], eligible, rank) -> str | None:
     """The head of (encoder, variant) trained on this config's text namespace (and, for
     textme, with this offset): this run's, else the newest eligible one."""
-    from textme.projector import read_projection_metadata
-
     if variant == "textme" and offset is None:
         return None
     ns_text = None
@@ -208,9 +219,9 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
         if not any(eligible(r["run_id"]) for r in rows):
             continue
         path = ws.projection(fp)
-        if not path.is_file():
+        if not path.is_file() or not _intact(cfg, ws, fp):
             continue
-        meta = read_projection_metadata(path)["metadata"]
+        meta = _head_inputs(ws, fp, path)
         ns_text = ns_text or _namespace(cfg, encoder, "text")
         if meta.get("text_namespace") != ns_text:
             continue
@@ -218,3 +229,17 @@ def _find_head(cfg: PipelineConfig, ws: Workspace, encoder: str, variant: str, o
             continue
         candidates.append((max(rank(r["run_id"]) for r in rows), fp))
     return max(candidates)[1] if candidates else None
+
+
+def _head_inputs(ws: Workspace, fp: str, path: Path) -> dict[str, Any]:
+    """The head's text namespace and offset: from its train manifest when that records
+    them (no torch needed), else from the checkpoint's metadata."""
+    from tasks.common import read_manifest
+
+    manifest = read_manifest(ws, fp) or {}
+    inputs = manifest.get("train_inputs") or {}
+    if "text_namespace" in inputs:
+        return {"text_namespace": inputs["text_namespace"], "offset_fp": manifest.get("offset_fp")}
+    from textme.projector import read_projection_metadata
+
+    return read_projection_metadata(path)["metadata"]

@@ -13,9 +13,9 @@ import base64
 from html import escape
 from typing import Any
 
+from tasks.keys import VARIANTS as VARIANT_ORDER  # not from plots: that imports matplotlib
 from tasks.report.build import Report
 from tasks.report.figures import ReportFigure
-from tasks.report.plots import VARIANT_ORDER
 
 __all__ = ["report_html", "report_markdown", "data_uri"]
 

@@ -252,3 +252,44 @@ def test_offline_hf_hub_model_without_cached_weights(hub_repo):
     enc = get_encoder("open-clip", model=hub_repo, device="cpu")  # the config is there
     with pytest.raises(ModelUnavailableError, match=r"'hf-hub:textme/tiny-clip' \(weights\) could not be fetched"):
         enc.encode_text(["a dog"])
+
+
+@pytest.mark.parametrize("model_pre, tag_pre", [
+    ({}, {}),
+    ({"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, {}),
+    ({"interpolation": "bilinear"}, {"resize_mode": "squash", "fill_color": None, "quick_gelu": True}),
+    ({"size": 64, "unknown": 1}, {"mean": (0.1, 0.2, 0.3), "interpolation": None}),
+])
+def test_identity_preprocessing_is_open_clips_own_resolution(clip, model_pre, tag_pre):
+    """The identity restates open_clip's preprocessing defaults and merge (no open_clip
+    import for a custom config); open_clip's own functions must give the same."""
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    clip.config = {**clip.config, "preprocess_cfg": model_pre}
+    clip.tag_cfg = tag_pre
+    theirs = merge_preprocess_dict(merge_preprocess_dict(asdict(PreprocessCfg()), model_pre), tag_pre)
+    size = clip.config["vision_cfg"].get("image_size", theirs["size"])
+    theirs["size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    assert clip.preprocess_cfg() == {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(theirs.items())}
+
+
+def test_identity_of_a_custom_config_and_local_weights_imports_no_model_library(tiny_open_clip):
+    """What `textme run` does on every re-run: the identity from the config file and the
+    weights file's hash, in a fresh interpreter that must not import open_clip or torch."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from textme.encoders import get_encoder\n"
+            f"enc = get_encoder('open-clip', **{tiny_open_clip!r})\n"
+            "ids = [enc.identity(t) for t in enc.towers]\n"
+            "print(json.dumps([sorted(m for m in ('torch', 'open_clip', 'torchvision', 'transformers') "
+            "if m in sys.modules), ids]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    heavy, ids = json.loads(done.stdout)
+    assert heavy == []
+    here = get_encoder("open-clip", **tiny_open_clip)
+    assert ids == [here.identity(t) for t in here.towers]

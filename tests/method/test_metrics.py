@@ -451,6 +451,21 @@ def test_block_top_k_equals_stable_argsort(rng):
             assert np.array_equal(scores, np.take_along_axis(sim, want, axis=1))
 
 
+def test_streamed_top_k_over_uneven_blocks_equals_block_top_k(rng):
+    from textme.metrics import block_top_k, streamed_top_k
+
+    g = _tied_units(rng, 97)  # exact ties across block borders: the lower row still wins
+    q = _tied_units(rng, 9)
+    cuts = [0, 1, 1, 30, 64, 97]  # one empty block
+    blocks = [g[a:b] for a, b in zip(cuts, cuts[1:])]
+    for k in (1, 5, 97, 200):
+        want_idx, want_scores = block_top_k(q, g, k)
+        idx, scores = streamed_top_k(q, iter(blocks), k, block=(4, 7))
+        assert np.array_equal(idx, want_idx) and np.array_equal(scores, want_scores), k
+    empty_idx, _ = streamed_top_k(q, iter([]), 3)
+    assert empty_idx.shape == (9, 0)
+
+
 def test_mixed_search_blockwise_equals_one_piece():
     queries, doc_text, doc_modal, modes, relevance, means = _gapped_corpus(n_topics=12)
     a = mixed_modality_search(queries, doc_text, doc_modal, modes, relevance=relevance, k=10, **means)

@@ -132,3 +132,22 @@ def test_gaussian_and_ball_noise(rng):
     torch.testing.assert_close(ball, again)
     with pytest.raises(ValueError, match="noise_std"):
         process_embeddings(x, noise_std=-1)
+
+
+def test_centroid_of_chunks_equals_the_centroid_of_all_rows_bit_for_bit():
+    from textme.offsets import CentroidAccumulator
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1001, 24)).astype(np.float32) + 0.3
+    whole = centroid(x)
+    x64 = x.astype(np.float64)  # the formula as written before chunks existed
+    assert np.array_equal(whole, (x64 / np.linalg.norm(x64, axis=1)[:, None]).mean(axis=0).astype(np.float32))
+    for chunk in (1, 7, 256, 5000):
+        acc = CentroidAccumulator(24)
+        for start in range(0, len(x), chunk):
+            acc.add(x[start : start + chunk])
+        assert acc.n == len(x) and np.array_equal(acc.mean(), whole), chunk
+    x[600] = 0
+    acc = CentroidAccumulator(24).add(x[:500])
+    with pytest.raises(ValueError, match="row 600 is zero"):
+        acc.add(x[500:])

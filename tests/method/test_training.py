@@ -1,5 +1,6 @@
 """The training loop, its schedule and `project`."""
 
+import copy
 import math
 
 import numpy as np
@@ -202,3 +203,96 @@ def test_head_ignores_other_threads_using_the_global_rng(rng):
     for head in disturbed:
         for key, value in alone.state_dict().items():
             assert torch.equal(value, head.state_dict()[key]), key
+
+
+def _reference_train(text, pivot, mu, cfg):
+    """The official loop as this code ran it before float16 rows: every row cast to
+    float32 and centred up front, batches drawn from the centred copy."""
+    from textme import ProjectionHead, make_loss
+    from textme.training import lr_at
+
+    x = torch.from_numpy(np.asarray(text, np.float32)) - torch.from_numpy(mu)
+    y = torch.from_numpy(np.asarray(pivot, np.float32))
+    head = ProjectionHead(x.shape[1], 2 * x.shape[1], y.shape[1],
+                          generator=torch.Generator().manual_seed(cfg.seed)).train()
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+    loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs())
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    batches = _batches(len(x), cfg.batch_size, cfg.drop_last)
+    step = 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(x), generator=shuffle)
+        for a, b in batches:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.epochs * len(batches), cfg.lr, min_lr=cfg.min_lr)
+            loss = loss_fn(head(x[order[a:b]]), y[order[a:b]])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+    return head.eval()
+
+
+def test_float16_rows_train_the_same_weights_as_the_float32_official_order(rng):
+    # Training keeps float16 rows as they are and centres each batch as it is drawn;
+    # the float32 values it computes are the ones centring all rows first gave.
+    text, pivot = _paired(rng, n=300)
+    text16, pivot16 = text.astype(np.float16), pivot.astype(np.float16)
+    mu = centroid(text16)
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=5, device="cpu")
+    expected = _reference_train(text16, pivot16, mu, cfg)
+    head, _ = train_projection(text16, pivot16, offset=mu, config=cfg)
+    for key, value in expected.state_dict().items():
+        assert torch.equal(value, head.state_dict()[key]), key
+
+
+def _offset_data(rng, n=1500, d_in=32, d_out=24):
+    text, pivot = _paired(rng, n=n, d_in=d_in, d_out=d_out)
+    text = unit_rows(text + 0.8)  # a large common component, as real text towers have
+    return text, pivot, centroid(text)
+
+
+def test_derived_uncentred_head_equals_a_trained_uncentred_head(rng):
+    # BatchNorm after the first Linear: centred and uncentred training give the same
+    # weights; only the first running mean differs, by the running average of W1_t mu.
+    # eps=1e-3 keeps AdamW from turning the rounding residue of the two Linear biases
+    # (zero gradient in exact arithmetic) into steps of size lr (UncentredShift's doc);
+    # with the paper's 1e-8 those biases differ by noise between any two runs.
+    from textme.training import train_projection_with_uncentred
+
+    text, pivot, mu = _offset_data(rng)
+    cfg = TrainConfig(epochs=6, batch_size=128, lr=2e-3, eps=1e-3, schedule="constant", seed=2, device="cpu")
+    centred, derived, history = train_projection_with_uncentred(text, pivot, offset=mu, config=cfg)
+    trained, trained_history = train_projection(text, pivot, offset=None, config=cfg)
+    alone, _ = train_projection(text, pivot, offset=mu, config=cfg)
+    for key, value in alone.state_dict().items():  # tracking the twin leaves the centred run alone
+        assert torch.equal(value, centred.state_dict()[key]), key
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(derived.state_dict()[key], value, atol=2e-4, rtol=1e-4, msg=key)
+    assert not torch.allclose(derived.mlps[1].running_mean, centred.mlps[1].running_mean, atol=1e-2)
+    np.testing.assert_allclose(project(derived, text), project(trained, text), atol=1e-4)
+    np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in trained_history], rtol=1e-4)
+    # W1_final mu alone is not it: the average runs over the W1 of the last steps.
+    naive = copy.deepcopy(centred)
+    with torch.no_grad():
+        naive.mlps[1].running_mean += centred.mlps[0].weight @ torch.from_numpy(mu)
+    assert np.abs(project(naive, text) - project(trained, text)).max() > 10 * np.abs(
+        project(derived, text) - project(trained, text)).max()
+
+
+def test_warm_start_continues_from_the_given_head(rng):
+    text, pivot, mu = _offset_data(rng, n=400)
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, seed=1, device="cpu")
+    first, history = train_projection(text, pivot, offset=mu, config=cfg)
+    warm_cfg = TrainConfig(epochs=1, batch_size=64, lr=3e-3, seed=1, device="cpu")
+    warm, warm_history = train_projection(text, pivot, offset=mu, config=warm_cfg, init=first)
+    cold, cold_history = train_projection(text, pivot, offset=mu, config=warm_cfg)
+    assert warm_history[0]["loss"] < cold_history[0]["loss"]
+    assert warm_history[0]["loss"] < history[0]["loss"]
+    moved = (warm.mlps[0].weight - first.mlps[0].weight).abs().max()
+    assert 0 < moved < (cold.mlps[0].weight - first.mlps[0].weight).abs().max()
+    assert first.mlps[0].weight.requires_grad and not torch.equal(first.mlps[0].weight, warm.mlps[0].weight)
+    with pytest.raises(ValueError, match="warm start: the starting head"):
+        train_projection(text[:, :16], pivot, offset=None, config=warm_cfg, init=first)

@@ -140,22 +140,21 @@ def test_query_errors_are_one_line(pipeline_runs):
 
 
 def test_search_ranks_items_of_every_modality(pipeline_runs):
-    from tasks.search import search_corpora
+    # more in tests/pipeline/test_search.py (file queries, the index stage, ANN)
+    from tasks.search import search
 
     cfg = load_config(pipeline_runs["config"])
-    hits, stand_in = search_corpora(cfg, "a red dog in a park", k=8)
-    assert stand_in and len(hits) == 8
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    assert all(Path(h["item"]).is_file() for h in hits)
-    everything, _ = search_corpora(cfg, "a red dog in a park", k=10_000)
-    assert {h["modality"] for h in everything} == {"image", "audio", "point"}
-    audio, _ = search_corpora(cfg, "a red dog in a park", modality="audio", k=5)
-    assert {h["modality"] for h in audio} == {"audio"}
+    res = search(cfg, "a red dog in a park", k=8)
+    assert res.stand_in and len(res.hits) == 8 and not res.missing
+    assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
+    assert all(Path(h.item).is_file() for h in res.hits)
+    assert {h.modality for h in search(cfg, "a red dog in a park", k=10_000).hits} == {"image", "audio", "point"}
+    assert {h.modality for h in search(cfg, "a red dog in a park", modality="audio", k=5).hits} == {"audio"}
 
-    result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "point", "--k", "3")
+    result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "point", "--top", "3")
     assert result.exit_code == 0 and "point" in result.stdout and "stand-in" in result.stdout
     result = invoke("search", pipeline_runs["config"], "a red dog", "--modality", "smell")
-    assert result.exit_code == 2 and "no encoder of modality 'smell'" in result.stderr
+    assert result.exit_code == 2 and "no index of modality 'smell'" in result.stderr
 
 
 # --------------------------------------------------------------------------- cache
@@ -172,6 +171,12 @@ def test_cache_verify_and_gc(pipeline_runs):
     orphan = cache.namespace({"adapter": "retired-model", "tower": "text"}, dim=4)
     orphan.put(["k1"], [[1.0, 0.0, 0.0, 0.0]])
     before = {info.id for info in cache.namespaces()}
+    from tasks.status import index_namespaces
+
+    current = index_namespaces(cfg)
+    # the search indexes of heads trained before the captions were edited are garbage too
+    old_indexes = {i.id for i in cache.namespaces() if "index" in i.identity} - current
+    assert current and old_indexes and current <= before
 
     dry = invoke("cache", "gc", config, "--dry-run")
     assert dry.exit_code == 0 and f"would remove namespace {orphan.id[:16]}" in dry.stdout
@@ -179,7 +184,7 @@ def test_cache_verify_and_gc(pipeline_runs):
 
     done = invoke("cache", "gc", config)
     assert done.exit_code == 0 and f"removed namespace {orphan.id[:16]}" in done.stdout
-    assert {info.id for info in EmbeddingCache(cfg.cache).namespaces()} == before - {orphan.id}
+    assert {info.id for info in EmbeddingCache(cfg.cache).namespaces()} == before - {orphan.id} - old_indexes
     report = json.loads(invoke("status", config, "--json").stdout)
     assert {s["status"] for s in report["stages"]} == {"cached"}  # the config's own data stayed
 

@@ -9,25 +9,15 @@ from __future__ import annotations
 
 
 import pytest
-import yaml
 
-from tests.pipeline.helpers import REPO, copy_assets, rows, run_pipeline
+from tests.pipeline.helpers import rows
 
 
 @pytest.fixture(scope="module")
-def demo_run(prefect_api, assets, tmp_path_factory):
-    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    folder = tmp_path_factory.mktemp("demo")
-    data["workdir"] = str(folder / "work")
-    for spec in data["datasets"].values():  # captions stay where they ship
-        spec["source"] = str((REPO / "configs" / spec["source"]).resolve())
-    config = folder / "demo.yaml"
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    copy_assets(assets, folder / "work")  # built once per session; prepare_demo sees READY
-    run_id = run_pipeline(config)
+def demo_run(demo_pipeline):
     from tasks.config import load_config
 
-    got = rows(load_config(config), "results", run_id)
+    got = rows(load_config(demo_pipeline["config"]), "results", demo_pipeline["run_id"])
     return {(r["eval_name"], r["variant"], r["metric"]): r for r in got}
 
 

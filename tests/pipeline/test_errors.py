@@ -144,11 +144,12 @@ def test_a_failure_after_retries_names_the_task_run_and_a_retried_success_is_not
 # --------------------------------------------------------------------------- a damaged cache segment
 
 
-def flip_vector_bytes(cfg, encoder: str) -> list[str]:
-    """Flip one byte inside the vectors of every segment of an encoder's modal namespace."""
+def flip_vector_bytes(cfg, encoder: str, ns: str | None = None) -> list[str]:
+    """Flip one byte inside the vectors of every segment of an encoder's modal namespace
+    (or of namespace `ns`)."""
     from tasks import keys
 
-    ns = keys.namespace_id(keys.encoder_identity(cfg, encoder, "modal"))
+    ns = ns or keys.namespace_id(keys.encoder_identity(cfg, encoder, "modal"))
     segments = sorted((Path(cfg.cache) / "namespaces" / ns / "segments").iterdir())
     for seg in segments:
         chunk = seg / "vectors" / "c" / "0" / "0"
@@ -162,10 +163,21 @@ def test_damaged_segment_is_one_line_with_the_repair_command(tmp_path, assets, p
     config = one_encoder_config(tmp_path, assets)
     run_pipeline(config)
     cfg = load_config(config)
+    from tasks.search import current_indexes
+
+    index_ns = current_indexes(cfg)[0]["toy_image"]["namespace"]
     damaged = flip_vector_bytes(cfg, "toy_image")
+    repair = f"drop it with `textme cache verify --quarantine {config}` and run again"
+    # search reads the index (a namespace of its own), not the modal vectors
+    assert invoke("search", config, "a red dog")[0] == 0
+    flip_vector_bytes(cfg, "toy_image", index_ns)
+    code, stderr = invoke("search", config, "a red dog")
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: search: cache segment ") and repair in lines[0], lines
+
     manifest = Path(cfg.evaluation[0].manifest)  # one row less: the evaluation must read vectors again
     manifest.write_text("\n".join(manifest.read_text().splitlines()[:-1]) + "\n")
-    repair = f"drop it with `textme cache verify --quarantine {config}` and run again"
 
     for command in ("evaluate", "run"):
         code, stderr = invoke(command, config)
@@ -174,11 +186,6 @@ def test_damaged_segment_is_one_line_with_the_repair_command(tmp_path, assets, p
         assert last.startswith("error: one-image: run failed: evaluate-image_retrieval: cache segment "), last
         assert any(f"segment {s} of namespace" in last for s in damaged) and repair in last, last
         assert "PENDING" not in last
-
-    code, stderr = invoke("search", config, "a red dog")
-    assert code == 1
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: search: cache segment ") and repair in lines[0], lines
 
 
 # --------------------------------------------------------------------------- a killed run's leftovers

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tasks import keys
 from tasks.config import load_config
@@ -74,6 +75,24 @@ def test_train_key_resolves_defaults_and_ignores_device(cfg_path, tmp_path):
     assert variant("device: cpu") == base  # where, not what
     assert variant("lr: 0.001") != base
     assert keys.train_key(cfg, "toy_image", text, pivot, caps, None) != base  # uncentred
+
+
+@pytest.mark.parametrize("training", [{}, {"lr": 1, "betas": [0.8, 0.99], "max_neg": 4, "schedule": "constant",
+                                      "dim_act": "relu", "grad_clip": None, "device": "cpu"}])
+def test_train_params_are_train_configs_resolution_without_torch(cfg_path, tmp_path, training):
+    """Keys read TrainConfig's defaults from the config model (no torch): the same values
+    TrainConfig itself resolves, device left out."""
+    from textme.training import TrainConfig
+
+    data = yaml.safe_load(cfg_path.read_text())
+    data["training"] = {k: v for k, v in data["training"].items() if k == "ablate_centring"} | training
+    path = tmp_path / "training.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    expected = TrainConfig(**cfg.training.params).to_dict()
+    expected.pop("device")
+    assert keys.train_params(cfg) == expected
+    assert json.dumps(keys.train_params(cfg), sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def test_evaluate_key_follows_manifest_and_item_bytes(cfg_path, tmp_path):

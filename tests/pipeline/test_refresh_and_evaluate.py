@@ -34,6 +34,11 @@ def _edit_captions(source: Path, k: int, tag: str) -> None:
     source.write_text("\n".join(lines) + "\n")
 
 
+def _recorded(state_text: str) -> dict:
+    """{dataset: fingerprint} a refresh recorded (tasks/refresh_check.py)."""
+    return json.loads(state_text)["sources"]
+
+
 def _pipeline_run_ids(cfg) -> list[str]:
     """Completed textme-pipeline runs of this config, oldest first."""
     from tasks.common import open_tables
@@ -77,9 +82,12 @@ def steps(prefect_api, assets, tmp_path_factory):
         out["first"] = refresh(str(config))
         out["first_state"] = state_file.read_text()
         counter.calls.clear()
-        out["second"] = refresh(str(config))
+        out["second"] = refresh(str(config), return_state=True)
         out["second_encoded"] = counter.total()
         out["runs_after_second"] = len(_pipeline_run_ids(cfg))
+        out["state_after_second"] = state_file.read_text()
+        checked = Workspace.of(cfg).refresh_checked(config_fingerprint(cfg))
+        out["checked"] = json.loads(checked.read_text()) if checked.is_file() else None
 
         counter.calls.clear()
         state = evaluate_only(str(config), return_state=True)
@@ -205,15 +213,36 @@ def test_first_refresh_runs_the_pipeline_for_every_source(steps):
     assert first["ran"] is True
     assert first["changed"] == ["scenes_audio", "scenes_image", "scenes_point"]
     assert first["pipeline"]["name"] == "refresh-mini" and first["pipeline"]["n_rows"] > 0
-    recorded = json.loads(steps["first_state"])
+    recorded = _recorded(steps["first_state"])
     assert set(recorded) == set(first["changed"])
     assert all(fp["kind"] == "file" for fp in recorded.values())
 
 
 def test_refresh_with_nothing_changed_encodes_nothing(steps):
-    assert steps["second"] == {"changed": [], "ran": False}
+    assert steps["second"].result() == {"changed": [], "ran": False}
     assert steps["second_encoded"] == 0
     assert steps["runs_after_second"] == 1  # the second refresh started no pipeline run
+
+
+def test_refresh_with_nothing_changed_starts_no_subflow_and_records_its_check(steps, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    run_id = steps["second"].state_details.flow_run_id
+
+    async def children():
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    assert run_coro_as_sync(children()) == []
+    assert steps["state_after_second"] == steps["first_state"]  # what the first refresh recorded stays
+    checked = steps["checked"]
+    assert checked is not None and checked["ran"] is False and checked["changed"] == []
+    assert checked["sources_recorded_at"] == json.loads(steps["first_state"])["recorded_at"]
+    assert checked["checked_at"] >= checked["sources_recorded_at"]
 
 
 def test_refresh_after_edit_embeds_exactly_k_texts_per_text_tower(steps):
@@ -225,7 +254,7 @@ def test_refresh_after_edit_embeds_exactly_k_texts_per_text_tower(steps):
     assert computed[("toy_audio", "text")] == K_EDITED
     assert sum(computed.values()) == 2 * K_EDITED, computed
     assert steps["edit_encoded"] == {"text": 2 * K_EDITED}
-    before, after = json.loads(steps["first_state"]), json.loads(steps["edit_state"])
+    before, after = _recorded(steps["first_state"]), _recorded(steps["edit_state"])
     assert before[EDITED] != after[EDITED]
     assert {k: v for k, v in before.items() if k != EDITED} == {k: v for k, v in after.items() if k != EDITED}
 
@@ -235,7 +264,7 @@ def test_failed_pipeline_leaves_the_fingerprints_and_is_retried(steps):
     assert steps["after_failure_state"] == steps["edit_state"]  # not recorded
     retried = steps["retried"]
     assert retried["ran"] is True and retried["changed"] == ["scenes_point"]
-    assert json.loads(steps["retried_state"])["scenes_point"] != json.loads(steps["edit_state"])["scenes_point"]
+    assert _recorded(steps["retried_state"])["scenes_point"] != _recorded(steps["edit_state"])["scenes_point"]
 
 
 def test_two_configs_sharing_a_workdir_and_dataset_names_keep_their_own_refresh_state(

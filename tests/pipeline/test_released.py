@@ -315,7 +315,7 @@ def test_released_only_config_trains_nothing_and_scores_the_same(steps):
     assert {(r["encoder"], r["tower"]) for r in rows(cfg, "embed_log", run)} <= {
         (e, t) for e in ENCODERS for t in ("text", "modal")} | {("pivot", "query")}
     stages = {st.stage for st in __import__("tasks.plan", fromlist=["replay"]).replay(cfg).stages}
-    assert stages == {"released", "evaluate"}
+    assert stages == {"released", "evaluate", "index"}  # the index projects through the released heads
     assert rows(cfg, "offsets", run) == []
     released = {k: v for k, v in _values(cfg, run, "released").items() if k[0] != "flickr_via_audio"}
     assert released == _values(steps["cfg"], steps["trained"], "textme")
@@ -402,7 +402,13 @@ def test_status_and_evaluate_only_work_with_released_only_encoders(steps):
 
     report = collect_status(load_config(steps["only_config"]))
     assert report["summary"]["missing"] == 0 and report["summary"]["stale"] == 0
-    assert {st["stage"] for st in report["stages"]} == {"released", "evaluate"}
+    assert {st["stage"] for st in report["stages"]} == {"released", "evaluate", "index"}
+    from tasks.search import current_indexes, search
+
+    indexes, missing = current_indexes(load_config(steps["only_config"]))
+    assert not missing and indexes and {m["variant"] for m in indexes.values()} == {"released"}
+    hits = search(load_config(steps["only_config"]), "a red dog", k=5).hits
+    assert len(hits) == 5 and {h.encoder for h in hits} <= set(indexes)
     assert steps["only_evaluate"]["n_rows"] > 0 and steps["only_evaluate"]["evaluations"] == ["image_retrieval"]
     from tasks.workspace import Workspace
 

@@ -81,6 +81,8 @@ def test_a_killed_run_is_shown_crashed_then_recorded_by_the_next_run(tmp_path, a
     assert [(r["run_id"], r["status"], r["recorded_status"]) for r in shown] == [(killed, "crashed", "running")]
     assert "crashed" in invoke("runs", config).stdout
     assert tables.read("runs").column("status").to_pylist() == ["running"]  # `textme runs` writes nothing
+    status = invoke("status", config)
+    assert status.exit_code == 0 and f"last run: {killed} textme-pipeline crashed" in status.stdout
 
     new = run_pipeline(config)  # the next run records it
     got = {r["run_id"]: r["status"] for r in tables.read("runs").to_pylist()}

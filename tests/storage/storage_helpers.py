@@ -51,3 +51,15 @@ def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def put_v1(ns, keys: list[str], v: np.ndarray) -> str:
+    """Publish a segment of the first format (Zarr chunks), as caches written before
+    segment format 2 hold them; returns its id."""
+    from storage import manifest
+    from storage.segments_v1 import write_segment_v1
+
+    seg_id = manifest.new_segment_id()
+    entry = write_segment_v1(ns.loc, f"{ns.dir}/segments/{seg_id}", seg_id, list(keys), np.asarray(v).astype(ns.dtype))
+    manifest.publish(ns.loc, ns.dir, entry)
+    return seg_id

@@ -10,13 +10,14 @@ import sys
 
 import numpy as np
 import pytest
-from storage_helpers import as_stored, fs_and_path, segment_ids, vectors
+from storage_helpers import as_stored, fs_and_path, put_v1, segment_ids, vectors
 
 import storage.cache as cache_mod
 from storage import manifest
 from storage.cache import EmbeddingCache
 from storage.errors import NamespaceMismatchError
 from storage.fingerprint import fingerprint, text_key
+from storage.keyindex import key_digests
 
 IDENTITY = {"model": "tiny-clip", "tower": "text", "embed_code_version": "1"}
 DIM = 16
@@ -46,14 +47,21 @@ def test_put_then_get_in_the_order_asked(root, ns):
     np.testing.assert_array_equal(again.get(keys), as_stored(v))
 
 
-def test_get_across_many_segments_and_shards(ns, monkeypatch):
+@pytest.mark.parametrize("layout", ["current", "format 1"])
+def test_get_across_many_segments_and_shards(ns, monkeypatch, layout):
     import storage.segments as seg
+    import storage.segments_v1 as seg_v1
 
-    monkeypatch.setattr(seg, "CHUNK_TARGET_BYTES", 64)  # 2 rows per chunk at 16-d float16
-    monkeypatch.setattr(seg, "SHARD_CHUNKS", 10)  # 20-row shards
+    monkeypatch.setattr(seg, "READ_BLOCK_ROWS", 7)  # a get reads and checks 7 rows at a time
+    monkeypatch.setattr(seg, "REMOTE_GAP_ROWS", 2)  # object stores: a range per close run
+    monkeypatch.setattr(seg_v1, "CHUNK_TARGET_BYTES", 64)  # 2 rows per chunk at 16-d float16
+    monkeypatch.setattr(seg_v1, "SHARD_CHUNKS", 10)  # 20-row shards
     keys, v = keys_for(300), vectors(300, DIM)
-    for start in range(0, 300, 100):  # three segments of 100 rows, 5 shards each
-        ns.put(keys[start : start + 100], v[start : start + 100])
+    for start in range(0, 300, 100):  # three segments of 100 rows (format 1: 5 shards each)
+        if layout == "current":
+            ns.put(keys[start : start + 100], v[start : start + 100])
+        else:
+            put_v1(ns, keys[start : start + 100], v[start : start + 100])
     rng = np.random.default_rng(2)
     picks = [
         rng.permutation(300),  # dense, shuffled
@@ -212,10 +220,10 @@ def test_duplicates_across_segments_resolve_to_first_segment_and_compact_keeps_o
     keys = keys_for(6)
     first, second = vectors(6, DIM, seed=1), vectors(6, DIM, seed=2)
     # Both saw the keys missing before either wrote them (a race), so both store them:
-    # b's segment is written directly, as put would after its missing() check.
+    # b's segment is published directly, as put would after its missing() check.
     assert a.missing(keys) == b.missing(keys) == keys
     a.put(keys[:4], first[:4])
-    b._write(keys, second.astype(np.float16))
+    b._publish(keys, key_digests(keys), second.astype(np.float16))
     fresh = EmbeddingCache(root).namespace(IDENTITY, dim=DIM)
     assert fresh.count() == 6 and fresh.segments() == 2
     expected = np.concatenate([first[:4], second[4:]])  # the first segment (a's) wins

@@ -50,6 +50,7 @@ def result(task: str, value: float, **over) -> dict:
         target_identity_fp=None,
         offset_fp="o" * 64,
         projection_fp="p" * 64,
+        warm_start_from=None,
         config_fp="f" * 64,
         code_version="textme-pipeline-0.1.0",
         created_at=NOW,

@@ -110,6 +110,11 @@ class Encoder(ABC):
     def device(self) -> str:
         return resolve_device(self._device_option)
 
+    def resolved_dtype(self, dtype: str, *, auto_on_cuda: str = "bfloat16") -> str:
+        """`resolve_dtype` for this encoder. The device (a torch import and a CUDA probe)
+        is looked at only for "auto", so an identity with a set dtype needs no torch."""
+        return resolve_dtype(dtype, self.device if dtype == "auto" else "cpu", auto_on_cuda=auto_on_cuda)
+
     def set_normalize(self, normalize: bool) -> "Encoder":
         """Unit rows (True, the default) or the model's own outputs (False); returns self."""
         if not isinstance(normalize, bool):

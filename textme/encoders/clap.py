@@ -72,7 +72,7 @@ class ClapEncoder(Encoder):
 
     @property
     def dtype(self) -> str:
-        return resolve_dtype(self._dtype_option, self.device, auto_on_cuda="float32")
+        return self.resolved_dtype(self._dtype_option, auto_on_cuda="float32")
 
     def _identity(self, tower: str) -> dict[str, Any]:
         ident: dict[str, Any] = {**self.source.identity(), "dtype": self.dtype, "normalisation": "l2"}

@@ -27,7 +27,6 @@ import difflib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,20 @@ _REPO_CONFIG = "open_clip_config.json"  # {"model_cfg": ..., "preprocess_cfg": .
 # Weights files of an open_clip model repo, in open_clip's order of preference; only one
 # is fetched (repos often hold the same weights in several formats).
 _REPO_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+# open_clip's image preprocessing defaults and merge rule (open_clip.transform's
+# PreprocessCfg and merge_preprocess_dict), restated so that an identity needs no
+# open_clip import, which pulls in torch and torchvision: seconds on every re-run, for
+# a custom config and a local weights file. `_load_weights` compares the result with
+# what open_clip resolves and refuses to embed on a difference; a test compares both.
+_PREPROCESS_DEFAULTS = {"size": 224, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.40821073),
+                        "std": (0.26862954, 0.26130258, 0.27577711), "interpolation": "bicubic",
+                        "resize_mode": "shortest", "fill_color": 0}
+
+
+def _merge_preprocess(base: dict[str, Any], overlay: dict[str, Any] | None) -> dict[str, Any]:
+    merged = {k: v for k, v in base.items() if k in _PREPROCESS_DEFAULTS}
+    merged.update({k: v for k, v in (overlay or {}).items() if k in _PREPROCESS_DEFAULTS and v is not None})
+    return merged
 
 
 def _canonical_sha256(obj: Any) -> str:
@@ -88,8 +101,6 @@ class OpenClipEncoder(Encoder):
                  towers: Sequence[str] = ("text", "modal"), device: str = "auto",
                  batch_size: int | None = None) -> None:
         super().__init__(device=device, batch_size=batch_size)
-        import open_clip
-
         self.repo: tuple[str, str] | None = None  # hf-hub: (repo id, commit)
         self.repo_dir: Path | None = None  # local-dir: the folder
         repo_cfg: dict[str, Any] | None = None
@@ -115,6 +126,8 @@ class OpenClipEncoder(Encoder):
         elif model is None:
             raise ValueError("open-clip needs `model` (an open_clip model name) or `model_config`")
         else:
+            import open_clip
+
             self.arch, self.config_path = model, None
             self.config = open_clip.get_model_config(model)
             if self.config is None:
@@ -128,8 +141,11 @@ class OpenClipEncoder(Encoder):
             self.tag_cfg = dict(repo_cfg.get("preprocess_cfg") or {})  # what open_clip merges in
         else:
             self.pretrained = self._check_pretrained(pretrained)
-            self.tag_cfg = (open_clip.get_pretrained_cfg(self.arch, self.pretrained)
-                            if self._weights_kind == "tag" else {})
+            self.tag_cfg = {}
+            if self._weights_kind == "tag":
+                import open_clip
+
+                self.tag_cfg = open_clip.get_pretrained_cfg(self.arch, self.pretrained)
         if quick_gelu is None:
             quick_gelu = bool(self.tag_cfg.get("quick_gelu", self.config.get("quick_gelu", False)))
         self.quick_gelu = bool(quick_gelu)
@@ -211,19 +227,20 @@ class OpenClipEncoder(Encoder):
         return folder
 
     def _check_pretrained(self, pretrained: str | None) -> str:
-        import open_clip
+        if parse_hf_file(pretrained or ""):
+            self._weights_kind = "hub_file"
+            return pretrained
+        if pretrained and os.path.isfile(os.path.expanduser(pretrained)):
+            self._weights_kind = "file"
+            return os.path.expanduser(pretrained)
+        import open_clip  # a tag, or an error listing the tags
 
         if not pretrained:
             tags = open_clip.list_pretrained_tags_by_model(self.arch)
             raise ValueError(f"open-clip model {self.arch!r} needs `pretrained`: a tag "
                              f"({', '.join(tags) or 'none for this model'}), a checkpoint file, "
                              f"or hf://owner/repo/file")
-        if parse_hf_file(pretrained):
-            self._weights_kind = "hub_file"
-        elif os.path.isfile(os.path.expanduser(pretrained)):
-            self._weights_kind = "file"
-            pretrained = os.path.expanduser(pretrained)
-        elif open_clip.get_pretrained_cfg(self.arch, pretrained):
+        if open_clip.get_pretrained_cfg(self.arch, pretrained):
             self._weights_kind = "tag"
         else:
             tags = open_clip.list_pretrained_tags_by_model(self.arch)
@@ -267,7 +284,7 @@ class OpenClipEncoder(Encoder):
     # ---- identity and dimension --------------------------------------------------
     @property
     def dtype(self) -> str:
-        return resolve_dtype(self._dtype_option, self.device, auto_on_cuda="float32")
+        return self.resolved_dtype(self._dtype_option, auto_on_cuda="float32")
 
     @property
     def dim(self) -> int:
@@ -275,10 +292,8 @@ class OpenClipEncoder(Encoder):
 
     def preprocess_cfg(self) -> dict[str, Any]:
         """Image preprocessing as open_clip will resolve it: defaults <- config <- tag."""
-        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-        cfg = merge_preprocess_dict(asdict(PreprocessCfg()), self.config.get("preprocess_cfg", {}))
-        cfg = merge_preprocess_dict(cfg, self.tag_cfg)
+        cfg = _merge_preprocess(_PREPROCESS_DEFAULTS, self.config.get("preprocess_cfg", {}))
+        cfg = _merge_preprocess(cfg, self.tag_cfg)
         size = self.config["vision_cfg"].get("image_size", cfg["size"])
         cfg["size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.items())}

@@ -132,7 +132,7 @@ class Qwen3EmbeddingEncoder(Encoder):
     # ---- identity and dimension (no weights needed) --------------------------------
     @property
     def dtype(self) -> str:
-        return resolve_dtype(self._dtype_option, self.device)
+        return self.resolved_dtype(self._dtype_option)
 
     def _identity(self, tower: str) -> dict[str, Any]:
         ident = {

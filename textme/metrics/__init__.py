@@ -19,6 +19,7 @@ from textme.metrics._common import (
     ppr,
     recall_at_k,
     similarities,
+    streamed_top_k,
     target_ranks,
 )
 from textme.metrics.classification import (
@@ -52,6 +53,7 @@ __all__ = [
     "similarities",
     "group_ranks",
     "block_top_k",
+    "streamed_top_k",
     "median_rank",
     "QUERY_BLOCK",
     "GALLERY_BLOCK",

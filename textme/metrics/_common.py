@@ -16,7 +16,7 @@ target's own score is read from the block it lies in, and ties follow the same r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -218,6 +218,27 @@ def block_top_k(
                 scores, index = _merge_top_k(np.hstack([scores, s]), np.hstack([index, i]), k)
         out_idx[qs], out_scores[qs] = index, scores
     return out_idx, out_scores
+
+
+def streamed_top_k(
+    queries: np.ndarray, gallery_blocks: Iterable[np.ndarray], k: int, *, block: int | tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`block_top_k` over a gallery given as consecutive row blocks (read from a store
+    one block at a time, so the gallery is never whole in memory): the same indices and
+    scores as `block_top_k(queries, np.vstack(blocks), k)`. Indices count rows across
+    all blocks; an empty gallery gives [nq, 0]."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    scores = np.empty((queries.shape[0], 0), dtype=np.float32)
+    index = np.empty((queries.shape[0], 0), dtype=np.int64)
+    offset = 0
+    for gallery in gallery_blocks:
+        if gallery.shape[0] == 0:
+            continue
+        i, s = block_top_k(queries, gallery, k, block=block)
+        scores, index = _merge_top_k(np.hstack([scores, s]), np.hstack([index, i + offset]), k)
+        offset += gallery.shape[0]
+    return index, scores
 
 
 def recall_at_k(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
