@@ -262,8 +262,8 @@ def test_model_errors_are_one_line_with_the_dotted_field(tmp_path, old, new, mes
 @pytest.mark.parametrize(
     "section, yaml_key, known",
     [
-        ("top", "nme: x", ["name", "workdir", "cache", "demo", "pivot", "encoders", "datasets", "offsets",
-                           "training", "evaluation"]),
+        ("top", "nme: x", ["name", "workdir", "cache", "demo", "pivot", "encoders", "datasets", "embedding", "offsets",
+                           "training", "evaluation", "index"]),
         ("datasets.caps", "    colour: red", ["source", "text_column", "id_column", "modality", "items", "on_bad_item",
                                                "on_duplicate_id"]),
     ],

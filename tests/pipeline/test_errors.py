@@ -152,7 +152,7 @@ def flip_vector_bytes(cfg, encoder: str, ns: str | None = None) -> list[str]:
     ns = ns or keys.namespace_id(keys.encoder_identity(cfg, encoder, "modal"))
     segments = sorted((Path(cfg.cache) / "namespaces" / ns / "segments").iterdir())
     for seg in segments:
-        chunk = seg / "vectors" / "c" / "0" / "0"
+        chunk = seg / "vectors.bin"  # segment format 2 (storage/segments.py)
         data = bytearray(chunk.read_bytes())
         data[100] ^= 0xFF
         chunk.write_bytes(bytes(data))

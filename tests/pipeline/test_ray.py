@@ -103,5 +103,5 @@ def test_pipeline_on_ray_gives_the_thread_runners_results(ray_gpus, prefect_api,
     assert results(on_ray, ray_id) == results(threaded, thread_id)
     logged = [r for r in rows(load_config(on_ray), "embed_log", ray_id) if r["n_computed"]]
     # the embed stages ran on the GPU actors; evaluations embed their few inputs in their own task
-    assert {r["device"] for r in logged if r["stage"].startswith("embed_")} == {"gpu:0", "gpu:1"}
+    assert {r["device"] for r in logged if r["stage"].startswith("embed")} == {"gpu:0", "gpu:1"}
     assert {r["device"] for r in logged if r["stage"].startswith("evaluate")} == {"cpu"}

@@ -16,7 +16,7 @@ import yaml
 
 from tasks.config import load_config
 from tests.pipeline.helpers import REPO, run_pipeline, write_mini_config
-from tests.pipeline.test_resume_and_dask import results
+from tests.pipeline.test_resume import results
 
 BUCKET = "textme-test"
 
