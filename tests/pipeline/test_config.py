@@ -217,11 +217,11 @@ def test_open_clip_local_dir_model_resolves_against_the_config_folder(tmp_path):
         ("  caps:\n", "  'caps x':\n", "datasets.caps x: names may use letters, digits, '_', '.', '-' only"),
         # nested typos: the known fields of that very section, and the closest one
         ("    train_on: [caps]", "    train-on: [caps]",
-         "encoders.img.train-on: unknown field (known: encoder, options, train_on, train, normalize, released, "
+         "encoders.img.train-on: unknown field (known: encoder, options, num_gpus, train_on, train, normalize, released, "
          "offset_dataset); "
          "did you mean 'train_on'?"),
         ("pivot: {encoder: toy-pivot, options: {dim: 16}}", "pivot: {encoder: toy-pivot, option: {dim: 16}}",
-         "pivot.option: unknown field (known: encoder, options); did you mean 'options'?"),
+         "pivot.option: unknown field (known: encoder, options, num_gpus); did you mean 'options'?"),
         ("name: t", "name: t\noffsets: {n_sample: 10}", "offsets.n_sample: unknown field (known: n_samples, seed)"),
         ("    encoder: img\n", "    encoder: img\n    kss: [1]\n",
          "evaluation.ret.kss: unknown field (known: name, task, manifest, benchmark, metrics, encoder, query, ks); did you mean 'ks'?"),

@@ -6,6 +6,7 @@ One Ray instance for the module (it takes 10-30 s to start)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,10 @@ def ray_gpus(tmp_path_factory):
     ray = pytest.importorskip("ray")
     trace = tmp_path_factory.mktemp("trace") / "encode.jsonl"
     env = {"TEXTME_TEST_ENCODE_DELAY": str(DELAY), "TEXTME_TEST_ENCODE_TRACE": str(trace),
-           "TEXTME_EMBED_CHUNK": "8", "OMP_NUM_THREADS": "1", "TEXTME_PROGRESS": "0"}
+           "TEXTME_EMBED_CHUNK": "8", "OMP_NUM_THREADS": "1", "TEXTME_PROGRESS": "0",
+           # Ray's workers start elsewhere: the repo on their path, so the setup hook imports
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH")]))}
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "tests.pipeline.slow_toy.setup"})
     try:

@@ -17,7 +17,7 @@ from storage.tables import TableStore
 def log_row(worker: str, i: int) -> dict:
     return dict(run_id=f"w{worker}", stage=f"s{i}", encoder="clip", tower="text", namespace="ns",
                 n_requested=i, n_computed=i, seconds=0.0, created_at=datetime.now(timezone.utc),
-                n_skipped=None, skipped=None)
+                n_skipped=None, skipped=None, device=None)
 
 
 def main() -> None:
