@@ -24,7 +24,6 @@ segment, and no writer can collide with another.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import DamagedSegmentError, SegmentGone
 from storage.fs import Location
+from storage.segment_base import CheckedSegment, sha256_hex
 from storage.keyindex import DIGEST
 from storage.segments_v1 import SegmentV1
 
@@ -58,10 +58,6 @@ class RowCheckFailed(Exception):
         self.segment_id = segment_id
         self.row = row
         super().__init__(f"segment {segment_id}: vectors.bin row {row} does not match its crc32c")
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _seeds(digests: np.ndarray) -> np.ndarray:
@@ -104,7 +100,7 @@ def write_segment(
     loc.write_file(f"{seg_dir}/vectors.bin", payload, atomic=False)
     for rel, data in small.items():
         loc.write_file(f"{seg_dir}/{rel}", data, atomic=False)
-    files = {rel: {"size": data.nbytes, "sha256": _sha256(data)} for rel, data in small.items()}
+    files = {rel: {"size": data.nbytes, "sha256": sha256_hex(data)} for rel, data in small.items()}
     files["vectors.bin"] = {"size": payload.nbytes}  # checked row by row against crc32c.npy
     meta = {
         "format": SEGMENT_FORMAT,
@@ -118,7 +114,7 @@ def write_segment(
     meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
     loc.write_file(f"{seg_dir}/meta.json", meta_bytes, atomic=False)
     loc.sync_tree(seg_dir)
-    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": _sha256(meta_bytes), "format": SEGMENT_FORMAT}
+    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": sha256_hex(meta_bytes), "format": SEGMENT_FORMAT}
 
 
 def open_segment(loc: Location, ns_dir: str, namespace: str, entry: dict, dim: int, dtype: str):
@@ -127,7 +123,7 @@ def open_segment(loc: Location, ns_dir: str, namespace: str, entry: dict, dim: i
     return cls(loc, ns_dir, namespace, entry, dim, dtype)
 
 
-class Segment:
+class Segment(CheckedSegment):
     """A published format-2 segment, opened for reading.
 
     Cheap checks run once per process (meta, sizes, small files); row checksums on
@@ -136,71 +132,17 @@ class Segment:
     """
 
     def __init__(self, loc: Location, ns_dir: str, namespace: str, entry: dict, dim: int, dtype: str):
-        self.loc = loc
-        self.namespace = namespace
-        self.segment_id: str = entry["segment_id"]
-        self.rows: int = int(entry["rows"])
-        self.dir = f"{ns_dir}/segments/{self.segment_id}"
-        self._entry = entry
-        self._dim = dim
-        self._dtype = np.dtype(dtype)
+        super().__init__(loc, ns_dir, namespace, entry, dim, dtype)
         self._row_bytes = dim * self._dtype.itemsize
-        self._meta: dict | None = None
         self._vectors: np.ndarray | None = None  # memory map (local files only)
         self._crcs: np.ndarray | None = None
-        self.damage: str | None = None
         self.bytes_read = 0  # vector and checksum bytes fetched by reads
-
-    # ------------------------------------------------------------------ checks
-    def _damaged(self, problem: str) -> DamagedSegmentError:
-        self.damage = problem
-        return DamagedSegmentError(self.namespace, self.segment_id, problem)
-
-    def meta(self) -> dict:
-        """meta.json, checked against the manifest entry's sha256 and the namespace."""
-        if self.damage:
-            raise DamagedSegmentError(self.namespace, self.segment_id, self.damage)
-        if self._meta is None:
-            try:
-                data = self.loc.read_bytes(self.dir, "meta.json")
-            except FileNotFoundError:
-                raise self._damaged("meta.json is missing") from None
-            if _sha256(data) != self._entry.get("meta_sha256"):
-                raise self._damaged("meta.json: sha256 does not match the manifest entry")
-            meta = json.loads(data)
-            found = (meta.get("rows"), meta.get("dim"), meta.get("dtype"))
-            if found != (self.rows, self._dim, self._dtype.name):
-                raise self._damaged(
-                    f"meta.json says rows={found[0]} dim={found[1]} dtype={found[2]}, expected "
-                    f"rows={self.rows} dim={self._dim} dtype={self._dtype.name}"
-                )
-            self._meta = meta
-        return self._meta
-
-    def _read_checked(self, rel: str) -> bytes:
-        """A small file's bytes, after comparing them with meta.json's sha256."""
-        meta = self.meta()
-        try:
-            data = self.loc.read_bytes(self.dir, rel)
-        except FileNotFoundError:
-            raise self._damaged(f"{rel} is missing") from None
-        if _sha256(data) != meta["files"].get(rel, {}).get("sha256"):
-            raise self._damaged(f"{rel}: sha256 does not match meta.json")
-        return data
 
     def _load_npy(self, rel: str, dtype: np.dtype) -> np.ndarray:
         arr = np.load(io.BytesIO(self._read_checked(rel)), allow_pickle=False)
         if arr.shape != (self.rows,) or arr.dtype != dtype:
             raise self._damaged(f"{rel} holds {arr.dtype}{list(arr.shape)}, expected {dtype}[{self.rows}]")
         return arr
-
-    def keys(self) -> list[str]:
-        """The segment's keys in row order (checksum-verified)."""
-        table = pq.read_table(pa.BufferReader(self._read_checked("keys.parquet")))
-        keys = table.column("key").to_pylist()
-        if len(keys) != self.rows:
-            raise self._damaged(f"keys.parquet has {len(keys)} rows, expected {self.rows}")
-        return keys
 
     def digests(self) -> np.ndarray:
         """The 16-byte digests of the keys, in row order (checksum-verified)."""
@@ -210,15 +152,7 @@ class Segment:
         """Check sizes once, load the row checksums, map the vectors (local disk)."""
         if self._crcs is not None:
             return
-        meta = self.meta()
-        sizes = self.loc.file_sizes(self.dir)
-        if not sizes:
-            raise SegmentGone(self.segment_id, "segment folder is gone")
-        for rel, info in meta["files"].items():
-            if rel not in sizes:
-                raise self._damaged(f"{rel} is missing")
-            if sizes[rel] != info["size"]:
-                raise self._damaged(f"{rel} is {sizes[rel]} bytes, meta.json says {info['size']}")
+        meta = self._check_file_sizes()
         if meta["files"]["vectors.bin"]["size"] != self.rows * self._row_bytes:
             raise self._damaged(f"vectors.bin: meta.json size does not fit {self.rows} rows of {self._row_bytes} bytes")
         crcs = self._load_npy("crc32c.npy", np.dtype(np.uint32))

@@ -30,7 +30,6 @@ How damage is caught without hashing every read (measured in benchmarks/bench_ca
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import DamagedSegmentError, SegmentGone
 from storage.fs import Location
+from storage.segment_base import CheckedSegment, sha256_hex
 from storage.keyindex import key_digests
 
 __all__ = ["chunk_layout", "write_segment_v1", "SegmentV1"]
@@ -62,10 +62,6 @@ def chunk_layout(rows: int, dim: int, dtype: str) -> tuple[int, int]:
     inner = max(1, min(rows, CHUNK_TARGET_BYTES // (dim * itemsize)))
     n_inner = -(-rows // inner)
     return inner, inner * min(SHARD_CHUNKS, n_inner)
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _encode_vectors(vectors: np.ndarray) -> dict[str, memoryview]:
@@ -114,15 +110,15 @@ def write_segment_v1(loc: Location, seg_dir: str, segment_id: str, keys: list[st
         "dim": int(vectors.shape[1]),
         "dtype": vectors.dtype.name,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "files": {rel: {"size": data.nbytes, "sha256": _sha256(data)} for rel, data in sorted(files.items())},
+        "files": {rel: {"size": data.nbytes, "sha256": sha256_hex(data)} for rel, data in sorted(files.items())},
     }
     meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
     loc.write_file(f"{seg_dir}/meta.json", meta_bytes, atomic=False)
     loc.sync_tree(seg_dir)
-    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": _sha256(meta_bytes)}
+    return {"segment_id": segment_id, "rows": len(keys), "meta_sha256": sha256_hex(meta_bytes)}
 
 
-class SegmentV1:
+class SegmentV1(CheckedSegment):
     """A published format-1 segment, opened for reading.
 
     Cheap checks run once per process (meta, sizes, small files); chunk checksums run
@@ -131,65 +127,11 @@ class SegmentV1:
     """
 
     def __init__(self, loc: Location, ns_dir: str, namespace: str, entry: dict, dim: int, dtype: str):
-        self.loc = loc
-        self.namespace = namespace
-        self.segment_id: str = entry["segment_id"]
-        self.rows: int = int(entry["rows"])
-        self.dir = f"{ns_dir}/segments/{self.segment_id}"
-        self._entry = entry
-        self._dim = dim
-        self._dtype = dtype
-        self._meta: dict | None = None
+        super().__init__(loc, ns_dir, namespace, entry, dim, dtype)
         self._array = None
         self._shard_rows = 0
         self._inner_rows = 0
-        self.damage: str | None = None
         self.bytes_read = 0  # vector bytes fetched: whole inner chunks
-
-    # ------------------------------------------------------------------ checks
-    def _damaged(self, problem: str) -> DamagedSegmentError:
-        self.damage = problem
-        return DamagedSegmentError(self.namespace, self.segment_id, problem)
-
-    def _read_checked(self, rel: str) -> bytes:
-        """A small file's bytes, after comparing them with meta.json's sha256."""
-        meta = self.meta()
-        try:
-            data = self.loc.read_bytes(self.dir, rel)
-        except FileNotFoundError:
-            raise self._damaged(f"{rel} is missing") from None
-        if _sha256(data) != meta["files"].get(rel, {}).get("sha256"):
-            raise self._damaged(f"{rel}: sha256 does not match meta.json")
-        return data
-
-    def meta(self) -> dict:
-        """meta.json, checked against the manifest entry's sha256 and the namespace."""
-        if self.damage:
-            raise DamagedSegmentError(self.namespace, self.segment_id, self.damage)
-        if self._meta is None:
-            try:
-                data = self.loc.read_bytes(self.dir, "meta.json")
-            except FileNotFoundError:
-                raise self._damaged("meta.json is missing") from None
-            if _sha256(data) != self._entry.get("meta_sha256"):
-                raise self._damaged("meta.json: sha256 does not match the manifest entry")
-            meta = json.loads(data)
-            found = (meta.get("rows"), meta.get("dim"), meta.get("dtype"))
-            if found != (self.rows, self._dim, self._dtype):
-                raise self._damaged(
-                    f"meta.json says rows={found[0]} dim={found[1]} dtype={found[2]}, expected "
-                    f"rows={self.rows} dim={self._dim} dtype={self._dtype}"
-                )
-            self._meta = meta
-        return self._meta
-
-    def keys(self) -> list[str]:
-        """The segment's keys in row order (checksum-verified)."""
-        table = pq.read_table(pa.BufferReader(self._read_checked("keys.parquet")))
-        keys = table.column("key").to_pylist()
-        if len(keys) != self.rows:
-            raise self._damaged(f"keys.parquet has {len(keys)} rows, expected {self.rows}")
-        return keys
 
     def digests(self) -> np.ndarray:
         """Digests of the keys in row order (hashed from keys.parquet)."""
@@ -198,15 +140,7 @@ class SegmentV1:
     def _open_array(self):
         if self._array is not None:
             return self._array
-        meta = self.meta()
-        sizes = self.loc.file_sizes(self.dir)
-        if not sizes:
-            raise SegmentGone(self.segment_id, "segment folder is gone")
-        for rel, info in meta["files"].items():
-            if rel not in sizes:
-                raise self._damaged(f"{rel} is missing")
-            if sizes[rel] != info["size"]:
-                raise self._damaged(f"{rel} is {sizes[rel]} bytes, meta.json says {info['size']}")
+        meta = self._check_file_sizes()
         self._read_checked("vectors/zarr.json")
         import zarr
 
