@@ -11,6 +11,12 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Prefect binds its console log handler to sys.stderr as it is when prefect.main is
+# first imported (it sets logging up then). Import it here, not first inside a CliRunner
+# whose stderr closes after its test (the CLI imports prefect lazily): later flow runs
+# would log to a closed file.
+import prefect.main  # noqa: E402,F401
+
 from tests.pipeline.helpers import K_EDITED, EncodeCounter, run_pipeline, write_mini_config  # noqa: E402
 
 
