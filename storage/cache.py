@@ -15,7 +15,7 @@ and two writers never touch the same file. A key written by both of two racing w
 is stored twice; reads take the first segment in id order, `count` counts distinct
 keys, and `compact` keeps one copy.
 
-Reading keeps a compact index key digest -> global row (24 bytes a key, keyindex.py),
+Reading keeps a compact index key digest -> global row (24-32 bytes a key, keyindex.py),
 loaded from index.bin when it checks out, else built from the segments' digest files,
 and refreshed whenever the manifest listing changes (one directory listing per call).
 A `get` of k keys reads those k rows, grouped by segment and in row order. Damaged
@@ -71,6 +71,7 @@ NAMESPACE_FORMAT = 1
 #: A put larger than this is split into several segments (bounds memory while encoding).
 SEGMENT_MAX_ROWS = 65536
 _READ_ATTEMPTS = 3
+_EMPTY_KEY_DIGEST = key_digests([""])[0]
 INDEX_FILE = "index.bin"
 #: The index file is rewritten by a reader that had to merge this many rows it lacks,
 #: and by a writer once that many (and a quarter of the namespace) are new.
@@ -289,8 +290,7 @@ class Namespace:
     # ------------------------------------------------------------------ public
     def missing(self, keys: Sequence[str]) -> list[str]:
         """Keys not stored yet: first-seen order, no duplicates."""
-        keys = self._check_keys(keys)
-        digests = key_digests(keys)
+        keys, digests = self._checked_digests(keys)
         self.refresh()
         with self._lock:
             absent = self._index.lookup(digests) < 0
@@ -324,9 +324,8 @@ class Namespace:
         finite, and representable in the namespace dtype; a bad row raises ValueError
         naming the row and its key.
         """
-        keys = self._check_keys(keys)
+        keys, digests = self._checked_digests(keys)
         vectors = self._check_vectors(keys, vectors)
-        digests = key_digests(keys)
         self.refresh()
         with self._lock:
             known = self._index.lookup(digests) >= 0
@@ -357,11 +356,14 @@ class Namespace:
         is missing (says how many, names the first few); DamagedSegmentError if a key's
         segment fails a check.
         """
-        keys = self._check_keys(keys)
+        keys, digests = self._checked_digests(keys)
+        return self._get_checked(keys, digests, dtype)
+
+    def _get_checked(self, keys: list[str], digests: np.ndarray, dtype: Any) -> np.ndarray:
+        """`get` of keys already checked, with their digests."""
         out = np.empty((len(keys), self.dim), self.dtype if dtype is None else dtype)
         if not keys:
             return out
-        digests = key_digests(keys)
         rebuilt = False
         for attempt in range(_READ_ATTEMPTS):
             self.refresh()
@@ -411,9 +413,10 @@ class Namespace:
         that holds one block in memory at a time."""
         if batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-        keys = self._check_keys(keys)
+        keys, digests = self._checked_digests(keys)
         for start in range(0, len(keys), batch_rows):
-            yield self.get(keys[start : start + batch_rows], dtype=dtype)
+            stop = start + batch_rows
+            yield self._get_checked(keys[start:stop], digests[start:stop], dtype)
 
     def verify(self, *, quarantine: bool = False) -> VerifyReport:
         """Check every byte of every published segment against its checksums.
@@ -622,7 +625,7 @@ class Namespace:
         """out[i] = vector at global position where[i]; one grouped read per segment."""
         bases, segs = layout
         seg_pos, rows = _locate(bases, where)
-        order = np.argsort(seg_pos, kind="stable")
+        order = np.argsort(where)  # by segment, then row: read_into finds its rows sorted
         cuts = np.flatnonzero(np.diff(seg_pos[order])) + 1
         for group in np.split(order, cuts):
             segs[seg_pos[group[0]]].read_into(out, group, rows[group], digests[group])
@@ -658,19 +661,27 @@ class Namespace:
                 out.append(name)
         return out
 
-    def _check_keys(self, keys: Sequence[str]) -> list[str]:
-        if isinstance(keys, (str, bytes)):
-            raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
-        keys = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+    def _checked_digests(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(keys as a list, their digests); TypeError naming the first key that is not
+        a non-empty str. The checks ride on the digest pass (a non-str fails to encode,
+        an empty key has a known digest): a second pass over 100k keys cost more than
+        the index lookup."""
+        keys = self._key_list(keys)
         try:
-            ok = all(map(str.__len__, keys))  # C-level: TypeError on a non-str, False on ""
-        except TypeError:
-            ok = False
-        if not ok:
+            digests = key_digests(keys)
+        except (TypeError, AttributeError):
+            digests = None
+        if digests is None or (len(digests) and (digests == _EMPTY_KEY_DIGEST).any()):
             for i, k in enumerate(keys):
                 if not isinstance(k, str) or not k:
                     raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
-        return keys
+        return keys, digests
+
+    @staticmethod
+    def _key_list(keys: Sequence[str]) -> list[str]:
+        if isinstance(keys, (str, bytes)):
+            raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
+        return keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
 
     def _check_vectors(self, keys: list[str], vectors: Any) -> np.ndarray:
         arr = np.asarray(vectors)

@@ -152,6 +152,12 @@ def test_bad_keys_and_dtypes(ns):
         ns.missing("abc")
     with pytest.raises(TypeError, match=r"keys\[1\]"):
         ns.put(["a", 3], np.zeros((2, DIM)))
+    with pytest.raises(TypeError, match=r"keys\[2\] is ''"):  # found by its digest, not a second pass
+        ns.get(["a", "b", ""])
+    with pytest.raises(TypeError, match=r"keys\[0\] is b'a'"):
+        ns.missing([b"a"])
+    with pytest.raises(TypeError, match=r"keys\[1\] is None"):
+        list(ns.iter_get(["a", None]))
     with pytest.raises(TypeError, match="floating point"):
         ns.put(["a"], np.zeros((1, DIM), np.int32))
 

@@ -172,4 +172,20 @@ def test_key_digests_are_fixed_width_and_distinct_for_structured_keys():
     assert len(index) == len(keys)
     np.testing.assert_array_equal(index.lookup(d[[0, 499, 500, 1002]]), [0, 499, 1250, 1752])
     assert index.lookup(key_digests(["absent"]))[0] == -1
-    assert index.nbytes == 24 * len(keys)
+    assert index.nbytes == 32 * len(keys)  # digest, position, and the high words lookups search
+
+
+def test_digests_sharing_their_first_8_bytes_are_told_apart():
+    """Lookups search the first 8 bytes; where several digests share them, all 16 decide."""
+    prefix = b"\x07" * 8
+    shared = np.array([prefix + bytes([i]) * 8 for i in (1, 3, 5)], dtype="S16")
+    others = key_digests([f"k{i}" for i in range(50)])
+    for keep in (True, False):
+        index = KeyIndex()
+        index.add(np.concatenate([others, shared]), np.arange(53))
+        if keep:  # high words built, then kept up to date by add
+            index.lookup(others[:1])
+        index.add(np.array([prefix + b"\x04" * 8], dtype="S16"), np.array([99]))
+        asked = np.array([prefix + bytes([i]) * 8 for i in (5, 3, 1, 4, 2, 6)], dtype="S16")
+        np.testing.assert_array_equal(index.lookup(asked), [52, 51, 50, 99, -1, -1])
+        np.testing.assert_array_equal(index.lookup(others[[3, 0]]), [3, 0])
