@@ -341,8 +341,10 @@ class Namespace:
             stop = start + SEGMENT_MAX_ROWS
             entries.append(self._publish(keys[start:stop], digests[start:stop], vectors[start:stop]))
         with self._lock:
-            if self._order and entries[0]["segment_id"] < self._order[-1]:
-                self.refresh()  # clocks disagree with another writer's: rebuild in id order
+            if self._order and entries[0]["segment_id"] <= self._order[-1]:
+                # another thread's refresh loaded these segments already, or clocks
+                # disagree with another writer's: the listing puts it right, in id order
+                self.refresh()
             else:
                 self._append([self._open_segment(e) for e in entries], digests)
                 self._maybe_save_index()
@@ -513,6 +515,12 @@ class Namespace:
         """Bring the index up to date with the manifest (one listing)."""
         listed = manifest.list_entries(self.loc, self.dir)
         with self._lock:
+            if listed == self._order:
+                return
+            # Decide on a listing taken under the lock: one taken before it may predate
+            # a segment another thread's put appended meanwhile, which would look like
+            # a segment gone and rebuild the index without it.
+            listed = manifest.list_entries(self.loc, self.dir)
             if listed == self._order:
                 return
             known = set(self._order)

@@ -162,6 +162,38 @@ def test_one_open_namespace_per_process_sees_every_writer(root):
     np.testing.assert_array_equal(fresh(root).get(keys), as_stored(v))
 
 
+def test_a_refresh_between_publish_and_append_loads_the_segment_once(root, monkeypatch):
+    """Another thread's refresh may load a put's segment before the put appends it."""
+    ns = EmbeddingCache(root).namespace(IDENTITY, dim=DIM)
+    ns.put(keys_for(5), vectors(5, DIM))
+    publish = ns._publish
+
+    def publish_then_refresh(*args):
+        entry = publish(*args)
+        ns.refresh()  # what a concurrent get does
+        return entry
+
+    monkeypatch.setattr(ns, "_publish", publish_then_refresh)
+    ns.put(keys_for(5, 5), vectors(5, DIM, seed=1))
+    assert ns._order == sorted(set(ns._order)) and ns.segments() == 2 and ns._total == 10
+    np.testing.assert_array_equal(ns.get(keys_for(5, 5)), as_stored(vectors(5, DIM, seed=1)))
+
+
+def test_a_listing_older_than_a_put_does_not_drop_its_segment(root, monkeypatch):
+    """A refresh listed the manifest, then a put appended its segment, then the refresh
+    took the lock: the old listing lacks the new segment, which is not gone."""
+    ns = EmbeddingCache(root).namespace(IDENTITY, dim=DIM)
+    ns.put(keys_for(5), vectors(5, DIM))
+    stale = cache_mod.manifest.list_entries(ns.loc, ns.dir)
+    ns.put(keys_for(5, 5), vectors(5, DIM, seed=1))
+    real = cache_mod.manifest.list_entries
+    calls = iter([stale])
+    monkeypatch.setattr(cache_mod.manifest, "list_entries", lambda *a: next(calls, None) or real(*a))
+    ns.refresh()
+    # looked at before any other refresh could put it right (a get's lookup comes next)
+    assert len(ns._order) == 2 and len(ns._index) == 10
+
+
 def test_key_digests_are_fixed_width_and_distinct_for_structured_keys():
     keys = [f"{i:064x}" for i in range(1000)] + ["a", "b", "é"]
     d = key_digests(keys)
