@@ -2,9 +2,10 @@
 
 The pivot stage's own code path (`tasks.embed.fill_cache` with `tasks.shards.RayShards`:
 one actor per worker, each loading the tiny Qwen3 once and committing its shards to the
-cache) embeds the same captions into a fresh namespace twice: once on a local Ray with 1
-worker, once with N. It checks that both gave the same vectors, then prints captions/s
-and the speed-up. On CPU a worker is a CPU (one thread each); with `--gpus N` a worker
+cache) embeds the same distinct captions into a fresh namespace twice: once on a local
+Ray with 1 worker, once with N. It checks that both gave the same vectors, then prints
+captions/s and the speed-up. Times include starting the actors (each imports torch
+and loads the model), as a stage's do. On CPU a worker is a CPU (one thread each); with `--gpus N` a worker
 is a GPU (the actors ask for `num_gpus=1`, Ray pins CUDA_VISIBLE_DEVICES per actor).
 
     .venv/bin/python benchmarks/bench_pivot_ray.py                  # 100k captions, 1 vs 2 CPU workers
@@ -55,6 +56,18 @@ def embed_on_ray(workers: int, gpus: bool, model: Path, cache_root: Path, texts:
     return seconds, ns.get(keys)
 
 
+def unique_texts(texts: list[str]) -> list[str]:
+    """The captions with repeats numbered: the generator repeats short ones, and the
+    pivot stage embeds each distinct text once, so repeats would not be work."""
+    seen: dict[str, int] = {}
+    out = []
+    for t in texts:
+        k = seen.get(t, 0)
+        seen[t] = k + 1
+        out.append(t if k == 0 else f"{t} ({k})")
+    return out
+
+
 def main() -> None:
     from bench_pivot import make_texts  # the script folder is on sys.path
     from textme.encoders.tiny import build_tiny_qwen3
@@ -68,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 5_000 if args.quick else args.captions
     many = args.gpus or args.workers
-    texts = list(dict.fromkeys(make_texts(n)))  # one key per text, as the pivot stage asks
+    texts = unique_texts(make_texts(n))  # n distinct captions: n keys to embed
     shard_rows = args.shard_rows or max(1, len(texts) // 8)
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_qwen3(Path(tmp) / "qwen3", hidden_size=64, num_layers=2)

@@ -137,7 +137,7 @@ def _run_rows(cfg: Any, run_id: str) -> list[dict[str, Any]]:
     from tasks.common import open_tables
 
     try:
-        table = open_tables(cfg).read("results")
+        table = open_tables(cfg).read_part("results", run_id)  # parts are named by run id
     except Exception:
         return []
     return [r for r in table.to_pylist() if r["run_id"] == run_id]

@@ -413,6 +413,26 @@ class TableStore:
         holder = parts.list_entries(self.loc, name).holder(folder, part)
         return holder is not None and isinstance(parts.check(self.loc, name, holder), bytes)
 
+    def read_part(self, name: str, part: str) -> pa.Table:
+        """The rows of the files that hold part `part`, in every partition: its own files,
+        or the compacted ones its rows went into (which hold other parts' rows too: the
+        caller filters). Reads only those files, checked like `read`; a damaged one is
+        left out and logged. For "this run's rows" without reading every run's."""
+        schema = _schema_of(name)
+        for _ in range(_READ_ATTEMPTS):
+            listing = parts.list_entries(self.loc, name)
+            folders = sorted({e.folder for e in listing.visible})
+            holders = {h.id: h for folder in folders if (h := listing.holder(folder, part)) is not None}
+            try:
+                pieces, _, problems = self._load(name, schema, list(holders.values()), None, listing.generation)
+            except parts.Stale:
+                continue
+            break
+        else:
+            raise RuntimeError(f"table {name!r}: its parts kept changing while being read")
+        _log_problems(self.loc.url, problems)
+        return pa.concat_tables(pieces) if pieces else schema.empty_table()
+
     def legacy(self) -> list[str]:
         """Tables holding Parquet parts but no manifest at all (not even the generation
         file every writer writes before its first part): written before table manifests

@@ -2,8 +2,10 @@
 
 Each run appends its evaluation rows (part = run id, so a retried write replaces its own
 rows), stamped with the run id, the config fingerprint and the code version on top of
-the lineage the evaluate stage recorded; then the catalog is rebuilt (DuckDB allows one
-writer: this task). The results (a table artifact laid out like the CLI's table) and
+the lineage the evaluate stage recorded. The catalog is rebuilt once, at the run's end
+(`record_run` with its final status, which every flow calls, failed or not: one
+rebuild, not one here and one there, costs a warm run about 0.3 s less; DuckDB allows
+one writer, and that is the flow's own thread). The results (a table artifact laid out like the CLI's table) and
 the training curves (markdown) are also published as Prefect artifacts, which say
 plainly when numbers come from stand-in models.
 
@@ -89,8 +91,9 @@ def record_run(cfg: PipelineConfig, *, flow: str, status: str, config_fp: str, s
 
 
 def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config_fp: str) -> list[dict[str, Any]]:
-    """Append this run's rows to `results` (and its head input checks to `head_checks`),
-    compact tables past the threshold and rebuild the catalog; returns the results rows."""
+    """Append this run's rows to `results` (and its head input checks to `head_checks`)
+    and compact tables past the threshold; returns the results rows. The catalog shows
+    them once the run's final `record_run` has rebuilt it."""
     run_id = current_run_id()
     created = now()
     rows = [
@@ -109,7 +112,6 @@ def store_results(cfg: PipelineConfig, evaluations: list[dict[str, Any]], config
         tables.append("head_checks", checks, part=run_id)
     for report in tables.compact_if_needed():
         logger().info("compacted %s", report)
-    _rebuild_catalog(cfg, tables)
     return rows
 
 
@@ -224,8 +226,8 @@ def _publish(cfg: PipelineConfig, rows: list[dict[str, Any]], heads: dict[str, A
       on_failure=[name_failure])
 def write_results(config: str, evaluations: list[dict[str, Any]], heads: dict[str, Any],
                   config_fp: str) -> dict[str, Any]:
-    """Prefect task (not cached: every run records its rows): write results, rebuild the
-    catalog, publish the artifacts. Returns a small summary."""
+    """Prefect task (not cached: every run records its rows): write results and publish
+    the artifacts. Returns a small summary."""
     cfg = keys.load_snapshot(config)
     rows = store_results(cfg, evaluations, config_fp)
     try:

@@ -380,6 +380,21 @@ def test_has_part_says_whether_a_stage_output_is_still_intact(root):
         tables.has_part("results", "run-1")
 
 
+def test_read_part_reads_one_runs_rows_from_every_partition_even_after_compaction(root):
+    tables = TableStore(root)
+    for i in range(3):
+        append_run(tables, i)
+    assert len(tables.read_part("results", "run-1")) == 8  # four task partitions, two metrics
+    assert {r["run_id"] for r in tables.read_part("results", "run-1").to_pylist()} == {"run-1"}
+    tables.compact("results")  # run-1's rows now share files with the other runs'
+    rows = [r for r in tables.read_part("results", "run-1").to_pylist() if r["run_id"] == "run-1"]
+    assert sorted((r["task"], r["metric"]) for r in rows) == sorted(
+        (t, m) for t in ("retrieval", "zero_shot", "emergent", "mixed_search") for m in ("R@1", "R@5"))
+    assert len(tables.read_part("results", "run-9")) == 0
+    flip_byte(root, tables.files("results")[0], 60)  # a damaged file is left out, not served
+    assert len(tables.read_part("results", "run-1")) < 24
+
+
 def test_legacy_tables_are_told_from_a_killed_writers_leftover(root):
     tables = TableStore(root)
     write_raw(root, "training/part-old.parquet", [dict(run_id="r", encoder="e", variant=None, projection_fp=None,
