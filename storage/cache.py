@@ -290,7 +290,7 @@ class Namespace:
     # ------------------------------------------------------------------ public
     def missing(self, keys: Sequence[str]) -> list[str]:
         """Keys not stored yet: first-seen order, no duplicates."""
-        keys, digests = self._checked_digests(keys)
+        keys, digests = _checked_digests(keys)
         self.refresh()
         with self._lock:
             absent = self._index.lookup(digests) < 0
@@ -324,7 +324,7 @@ class Namespace:
         finite, and representable in the namespace dtype; a bad row raises ValueError
         naming the row and its key.
         """
-        keys, digests = self._checked_digests(keys)
+        keys, digests = _checked_digests(keys)
         vectors = self._check_vectors(keys, vectors)
         self.refresh()
         with self._lock:
@@ -358,7 +358,7 @@ class Namespace:
         is missing (says how many, names the first few); DamagedSegmentError if a key's
         segment fails a check.
         """
-        keys, digests = self._checked_digests(keys)
+        keys, digests = _checked_digests(keys)
         return self._get_checked(keys, digests, dtype)
 
     def _get_checked(self, keys: list[str], digests: np.ndarray, dtype: Any) -> np.ndarray:
@@ -415,7 +415,7 @@ class Namespace:
         that holds one block in memory at a time."""
         if batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-        keys, digests = self._checked_digests(keys)
+        keys, digests = _checked_digests(keys)
         for start in range(0, len(keys), batch_rows):
             stop = start + batch_rows
             yield self._get_checked(keys[start:stop], digests[start:stop], dtype)
@@ -669,28 +669,6 @@ class Namespace:
                 out.append(name)
         return out
 
-    def _checked_digests(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """(keys as a list, their digests); TypeError naming the first key that is not
-        a non-empty str. The checks ride on the digest pass (a non-str fails to encode,
-        an empty key has a known digest): a second pass over 100k keys cost more than
-        the index lookup."""
-        keys = self._key_list(keys)
-        try:
-            digests = key_digests(keys)
-        except (TypeError, AttributeError):
-            digests = None
-        if digests is None or (len(digests) and (digests == _EMPTY_KEY_DIGEST).any()):
-            for i, k in enumerate(keys):
-                if not isinstance(k, str) or not k:
-                    raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
-        return keys, digests
-
-    @staticmethod
-    def _key_list(keys: Sequence[str]) -> list[str]:
-        if isinstance(keys, (str, bytes)):
-            raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
-        return keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
-
     def _check_vectors(self, keys: list[str], vectors: Any) -> np.ndarray:
         arr = np.asarray(vectors)
         if arr.size == 0 and not keys:
@@ -712,6 +690,25 @@ class Namespace:
                 f"{where}: vector row {i} (key {keys[i]!r}) {reason}; {len(bad)} bad rows in all; nothing was stored"
             )
         return stored
+
+
+def _checked_digests(keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(keys as a list, their digests); TypeError naming the first key that is not
+    a non-empty str. The checks ride on the digest pass (a non-str fails to encode,
+    an empty key has a known digest): a second pass over 100k keys cost more than
+    the index lookup."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"keys must be a sequence of str, not a single {type(keys).__name__}")
+    keys = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+    try:
+        digests = key_digests(keys)
+    except (TypeError, AttributeError):
+        digests = None
+    if digests is None or (len(digests) and (digests == _EMPTY_KEY_DIGEST).any()):
+        for i, k in enumerate(keys):
+            if not isinstance(k, str) or not k:
+                raise TypeError(f"cache keys must be non-empty str; keys[{i}] is {k!r}")
+    return keys, digests
 
 
 def _locate(bases: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

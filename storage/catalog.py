@@ -21,8 +21,9 @@ A copy has none of these problems: the file is self-contained (copy it anywhere,
 it from anywhere, with any duckdb >= 1.0: it is written with storage version v1.0.0),
 and what it holds was read through `TableStore.scan`, so only listed, intact parts.
 The cost is the copy: the catalog is rebuilt by the pipeline at each run's end, and
-holds the tables as of then. A rebuild re-reads only the tables whose parts changed since the last build and takes
-the others from the previous file (`captions`, the big one, rarely changes).
+holds the tables as of then. A rebuild re-reads only the tables whose parts changed
+since the last build and takes the others from the previous file (`captions`, the big
+one, rarely changes).
 
 Besides the tables, the catalog has ``latest_results`` (a view: the newest row of each
 number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, sha256,

@@ -140,7 +140,7 @@ class SegmentV1(CheckedSegment):
     def _open_array(self):
         if self._array is not None:
             return self._array
-        meta = self._check_file_sizes()
+        self._check_file_sizes()
         self._read_checked("vectors/zarr.json")
         import zarr
 

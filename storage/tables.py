@@ -45,7 +45,7 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -331,15 +331,7 @@ class TableStore:
         schema = _schema_of(name)
         expr = _filter_expression(name, schema, filters)
         folders = _partition_folders(name, filters)
-        for _ in range(_READ_ATTEMPTS):
-            listing = parts.list_entries(self.loc, name)
-            try:
-                pieces, used, problems = self._load(name, schema, listing.visible, folders, listing.generation)
-            except parts.Stale:
-                continue
-            break
-        else:
-            raise RuntimeError(f"table {name!r}: its parts kept changing while being read")
+        listing, pieces, used, problems = self._load_listed(name, schema, lambda listing: listing.visible, folders)
         problems = listing.bad + problems + self._unlisted(name, listing, folders)
         table = pa.concat_tables(pieces) if pieces else schema.empty_table()
         if not history and name in LATEST:
@@ -348,6 +340,19 @@ class TableStore:
             table = table.filter(expr)
         _log_problems(self.loc.url, problems)
         return TableScan(table, used, problems)
+
+    def _load_listed(self, name: str, schema: pa.Schema, select: Callable[[parts.Listing], list[parts.Entry]],
+                     folders: set[str] | None
+                     ) -> tuple[parts.Listing, list[pa.Table], list[parts.Entry], list[Problem]]:
+        """List the parts and `_load` the entries `select(listing)` picks, listing again
+        when a compaction removed one of them meanwhile."""
+        for _ in range(_READ_ATTEMPTS):
+            listing = parts.list_entries(self.loc, name)
+            try:
+                return (listing, *self._load(name, schema, select(listing), folders, listing.generation))
+            except parts.Stale:
+                continue
+        raise RuntimeError(f"table {name!r}: its parts kept changing while being read")
 
     def _load(self, name: str, schema: pa.Schema, entries: list[parts.Entry], folders: set[str] | None,
               generation: str) -> tuple[list[pa.Table], list[parts.Entry], list[Problem]]:
@@ -418,18 +423,12 @@ class TableStore:
         or the compacted ones its rows went into (which hold other parts' rows too: the
         caller filters). Reads only those files, checked like `read`; a damaged one is
         left out and logged. For "this run's rows" without reading every run's."""
+        def holders(listing: parts.Listing) -> list[parts.Entry]:
+            found = (listing.holder(folder, part) for folder in sorted({e.folder for e in listing.visible}))
+            return list({h.id: h for h in found if h is not None}.values())
+
         schema = _schema_of(name)
-        for _ in range(_READ_ATTEMPTS):
-            listing = parts.list_entries(self.loc, name)
-            folders = sorted({e.folder for e in listing.visible})
-            holders = {h.id: h for folder in folders if (h := listing.holder(folder, part)) is not None}
-            try:
-                pieces, _, problems = self._load(name, schema, list(holders.values()), None, listing.generation)
-            except parts.Stale:
-                continue
-            break
-        else:
-            raise RuntimeError(f"table {name!r}: its parts kept changing while being read")
+        _, pieces, _, problems = self._load_listed(name, schema, holders, None)
         _log_problems(self.loc.url, problems)
         return pa.concat_tables(pieces) if pieces else schema.empty_table()
 

@@ -2,12 +2,12 @@
 
 Each run appends its evaluation rows (part = run id, so a retried write replaces its own
 rows), stamped with the run id, the config fingerprint and the code version on top of
-the lineage the evaluate stage recorded. The catalog is rebuilt once, at the run's end
-(`record_run` with its final status, which every flow calls, failed or not: one
-rebuild, not one here and one there, costs a warm run about 0.3 s less; DuckDB allows
-one writer, and that is the flow's own thread). The results (a table artifact laid out like the CLI's table) and
-the training curves (markdown) are also published as Prefect artifacts, which say
-plainly when numbers come from stand-in models.
+the lineage the evaluate stage recorded. The catalog is rebuilt once per run, at its
+end (`record_run` with the final status, which every flow calls, failed or not), not
+also here; DuckDB allows one writer, and that is the flow's own thread. The results (a
+table artifact laid out like the CLI's table) and the training curves (markdown) are
+also published as Prefect artifacts, which say plainly when numbers come from
+stand-in models.
 
 Also here: the `runs` table (`record_run`; one row per flow run as read, see
 tasks/runs.py). Past storage.tables.AUTO_COMPACT_PARTS parts in a partition, the results
