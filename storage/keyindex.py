@@ -83,8 +83,10 @@ class KeyIndex:
 
         Searches the digests' first 8 bytes as native uint64, an array of 8 more bytes
         a key kept from the first lookup on (`keep_high_words`): `searchsorted` over S16
-        took 48 ms for 100k queries into 3M keys, the whole lookup now about 15 ms.
-        The full 16 bytes then decide; a query whose high word several indexed digests
+        compares byte strings, over uint64 machine words (a one-off timing, 100k queries
+        into 3M keys: 48 ms before, about 15 ms for the whole lookup now; the benchmark
+        figure is the whole get's, benchmarks/bench_cache.py). The full 16 bytes then
+        decide; a query whose high word several indexed digests
         share (among 30M keys, any two share one with probability about 2.4e-5) is
         searched again on all 16."""
         out = np.full(len(digests), -1, np.int64)
