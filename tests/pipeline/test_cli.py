@@ -65,6 +65,19 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, assets, how,
     assert not workdir.exists()  # no cache, no tables, nothing
 
 
+def test_the_command_ends_with_its_status_and_everything_it_printed(tmp_path):
+    """The console script skips the interpreter's teardown (flows/cli.py `main`): its
+    exit status and output are still those of the command."""
+    listed = subprocess.run([TEXTME, "manifest", "--list"], capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and listed.stdout == invoke("manifest", "--list").stdout
+    assert listed.stdout.count("\n") > 5
+    missing = subprocess.run([TEXTME, "query", str(tmp_path / "absent.yaml"), "select 1"], capture_output=True,
+                             text=True, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and missing.stdout == ""
+    usage = subprocess.run([TEXTME, "run"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "Missing argument 'config'" in usage.stderr
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -96,6 +96,14 @@ def test_warm_run_imports_no_model_library_and_encodes_nothing(refreshed, subpro
     assert sum(r["n_computed"] for r in rows(cfg, "embed_log", last)) == 0
     assert rows(cfg, "results", last)  # a run of its own, with its results
     assert "report:" in done.stdout  # the report is still written
+    # The command ends without the interpreter's teardown (flows/cli.py `main`), after
+    # Prefect's log queue was drained: the server has the run's last line.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[last])), limit=200)
+    assert any(log.message.startswith("Finished in state Completed") for log in logs), [x.message for x in logs]
 
 
 def test_no_change_refresh_starts_no_flow_and_imports_neither_prefect_nor_torch(refreshed, subprocess_env):
