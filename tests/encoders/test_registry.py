@@ -134,3 +134,17 @@ def test_register_encoder_refuses_a_taken_name(monkeypatch):
     np.testing.assert_allclose(out, [[2 ** -0.5, 2 ** -0.5]])
     with pytest.raises(ValueError, match="already registered"):
         register_encoder("test-constant")(lambda: None)
+
+
+def test_installed_plugins_are_scanned_once_per_sys_path(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    scans = []
+    original = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: scans.append(kw) or original(**kw))
+    monkeypatch.syspath_prepend(str(tmp_path / "a-new-folder"))  # a sys.path not scanned yet
+    first = list_encoders()
+    assert list_encoders() == first and scans == [{"group": ENTRY_POINT_GROUP}]
+    monkeypatch.syspath_prepend(str(tmp_path / "another"))  # what is installed may differ: scanned again
+    list_encoders()
+    assert len(scans) == 2
