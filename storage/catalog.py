@@ -21,9 +21,11 @@ A copy has none of these problems: the file is self-contained (copy it anywhere,
 it from anywhere, with any duckdb >= 1.0: it is written with storage version v1.0.0),
 and what it holds was read through `TableStore.scan`, so only listed, intact parts.
 The cost is the copy: the catalog is rebuilt by the pipeline at each run's end, and
-holds the tables as of then. A rebuild re-reads only the tables whose parts changed
-since the last build and takes the others from the previous file (`captions`, the big
-one, rarely changes).
+holds the tables as of then. A rebuild takes from the previous file every table whose
+parts have not changed (`captions`, the big one, rarely changes), appends to it only the
+new parts' rows where a table merely gained parts (`results`, `head_checks`: each run
+adds its own), and re-reads the others; so a run's rebuild costs what the run wrote, not
+the whole history.
 
 Besides the tables, the catalog has ``latest_results`` (a view: the newest row of each
 number) and a ``meta`` schema: ``meta.parts`` (every part copied: table, file, sha256,
@@ -54,13 +56,14 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from storage.fs import fsync_dir
 from storage.parts import Problem
-from storage.tables import SCHEMAS, TableStore
+from storage.tables import LATEST, SCHEMAS, TableStore
 
 __all__ = ["build_catalog", "catalog_problems", "open_read_only", "read_only_statement", "QueryRefused",
            "READ_STATEMENTS", "LATEST_RESULTS_SQL", "STORAGE_VERSION"]
@@ -90,35 +93,36 @@ _META = {
 def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> Path:
     """Write (or replace) the DuckDB catalog at `catalog_path`; return its path.
 
-    Tables whose listed parts (files and checksums) are the ones the current catalog
-    was built from, with no part left out then, are taken from it as they are (a copy of
-    the file, not a re-read of their parts: `captions` rarely changes, `runs` and
-    `results` at every run); the others are read again. When the changed tables are
-    the larger part, the catalog is built afresh, so a file never carries much free space.
+    From the current catalog, a table is taken as it is when its listed parts (files
+    and checksums) are the ones it was built from, with no part left out then; it is
+    taken and caught up (the new parts' rows appended, nothing else read) when it was
+    built from some of the parts listed now and the table is not keyed; the others are
+    read again. When the tables read again are the larger part, the catalog is built
+    afresh, so a file never carries much free space.
     """
     path = Path(catalog_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     current = {name: sorted((f"{name}/{e.file}", e.sha256) for e in tables.parts(name)) for name in SCHEMAS}
-    keep = _reusable(path, current)
+    held = _reusable(path, current)
     meta: dict[str, list[dict]] = {"parts": [], "problems": [], "info": [
         {"built_at": datetime.now(timezone.utc), "tables_root": tables.loc.url}]}
     try:
-        if keep:
+        if held:
             shutil.copyfile(path, tmp)
         con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
             for name in SCHEMAS:
-                if name in keep:
-                    meta["parts"] += [{"table": name, "file": f, "sha256": sha, "rows": rows}
-                                      for f, sha, rows in keep[name]]
-                    meta["problems"] += [_problem_row(p) for p in tables.unlisted(name)]
-                    continue
+                if name in held:
+                    caught_up = _catch_up(con, tables, name, held[name], current[name])
+                    if caught_up is not None:
+                        meta["parts"] += caught_up[0]
+                        meta["problems"] += caught_up[1]
+                        continue
                 scan = tables.scan(name)
                 con.execute(f"DROP TABLE IF EXISTS {name}")
                 _create_table(con, name, scan.table)
-                meta["parts"] += [{"table": name, "file": f"{name}/{e.file}", "sha256": e.sha256, "rows": e.rows}
-                                  for e in scan.parts]
+                meta["parts"] += [_part_row(name, e) for e in scan.parts]
                 meta["problems"] += [_problem_row(p) for p in scan.problems]
             con.execute(LATEST_RESULTS_SQL)
             con.execute("CREATE SCHEMA IF NOT EXISTS meta")
@@ -136,14 +140,42 @@ def build_catalog(tables: TableStore, catalog_path: str | os.PathLike[str]) -> P
     return path
 
 
+def _catch_up(con: duckdb.DuckDBPyConnection, tables: TableStore, name: str, held: list[tuple[str, str, int]],
+              listed: list[tuple[str, str]]) -> tuple[list[dict], list[dict]] | None:
+    """Bring the copied table `name`, built from the parts `held`, up to the parts
+    listed now: unchanged, or the new parts' rows appended. Returns its meta rows
+    (parts, problems), or None when it has to be read again (a held part was compacted
+    away or rewritten since `listed` was taken)."""
+    parts = [{"table": name, "file": f, "sha256": sha, "rows": rows} for f, sha, rows in held]
+    if [(f, sha) for f, sha, _ in held] == listed:
+        return parts, [_problem_row(p) for p in tables.unlisted(name)]
+    prefix = f"{name}/"
+    added = tables.scan_added(name, {(f.removeprefix(prefix), sha) for f, sha, _ in held})
+    if added is None:
+        return None
+    if added.table.num_rows:
+        con.register("_incoming", added.table)
+        try:
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+    return parts + [_part_row(name, e) for e in added.parts], [_problem_row(p) for p in added.problems]
+
+
+def _part_row(name: str, entry: Any) -> dict:
+    return {"table": name, "file": f"{name}/{entry.file}", "sha256": entry.sha256, "rows": entry.rows}
+
+
 def _problem_row(p: Problem) -> dict:
     return {"table": p.table, "file": p.file, "kind": p.kind, "detail": p.detail}
 
 
 def _reusable(path: Path, current: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str, int]]]:
-    """{table: its parts (file, sha256, rows)} of the catalog at `path` that can be kept:
-    built from exactly the parts listed now, none left out damaged or missing then, and
-    with the table's current columns. Empty when a fresh build is better."""
+    """{table: the parts (file, sha256, rows) it was built from} for the tables of the
+    catalog at `path` that can be kept as they are or caught up: built from exactly the
+    parts listed now, or (a table that is not keyed) from some of them; none left out
+    damaged or missing then; with the table's current columns. Empty when a fresh build
+    is better."""
     if not path.is_file():
         return {}
     try:
@@ -166,14 +198,16 @@ def _reusable(path: Path, current: dict[str, list[tuple[str, str]]]) -> dict[str
         return {}
     finally:
         con.close()
-    keep = {}
+    held = {}
     for name, now in current.items():
         parts = sorted(built.get(name, []))
-        if [(f, sha) for f, sha, _ in parts] == now and name not in broken and columns.get(name) == expected[name]:
-            keep[name] = parts
-    kept_rows = sum(rows for parts in keep.values() for _, _, rows in parts)
-    changed_rows = sum(rows for name, parts in built.items() if name not in keep for _, _, rows in parts)
-    return keep if keep and kept_rows >= changed_rows else {}
+        was = [(f, sha) for f, sha, _ in parts]
+        grown = name not in LATEST and set(was) <= set(now)
+        if (was == now or grown) and name not in broken and columns.get(name) == expected[name]:
+            held[name] = parts
+    kept_rows = sum(rows for parts in held.values() for _, _, rows in parts)
+    dropped_rows = sum(rows for name, parts in built.items() if name not in held for _, _, rows in parts)
+    return held if held and kept_rows >= dropped_rows else {}
 
 
 def _duckdb_columns(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -257,6 +257,10 @@ class CompactReport:
                 f"{self.rows_before} -> {self.rows_after} rows")
 
 
+class _NotAnExtension(Exception):
+    """`scan_added`: a part the caller holds is no longer listed as it was."""
+
+
 class TableStore:
     """The pipeline's Parquet tables under one root (local folder or fsspec URL)."""
 
@@ -340,6 +344,32 @@ class TableStore:
             table = table.filter(expr)
         _log_problems(self.loc.url, problems)
         return TableScan(table, used, problems)
+
+    def scan_added(self, name: str, known: Collection[tuple[str, str]]) -> TableScan | None:
+        """The rows of the listed parts that `known` does not hold, or None when a part in
+        `known` is no longer listed as it was (compacted away, rewritten): then only a
+        whole `scan` says what the table holds. `known`: (file, sha256) pairs as `parts()`
+        lists them. What a copy of the table built from `known` needs to catch up, read
+        without re-reading (and re-checking) `known`'s files. Problems are the table's,
+        as `scan` reports them. Not for keyed tables: a new row there replaces an old one."""
+        if name in LATEST:
+            raise ValueError(f"table {name!r} is keyed: a new row replaces an old one, so only scan() reads it")
+        schema = _schema_of(name)
+        known = set(known)
+
+        def added(listing: parts.Listing) -> list[parts.Entry]:
+            listed = {(e.file, e.sha256): e for e in listing.visible}
+            if not known <= listed.keys():
+                raise _NotAnExtension
+            return [e for pair, e in listed.items() if pair not in known]
+
+        try:
+            listing, pieces, used, problems = self._load_listed(name, schema, added, None)
+        except _NotAnExtension:
+            return None
+        problems = listing.bad + problems + self._unlisted(name, listing)
+        _log_problems(self.loc.url, problems)
+        return TableScan(pa.concat_tables(pieces) if pieces else schema.empty_table(), used, problems)
 
     def _load_listed(self, name: str, schema: pa.Schema, select: Callable[[parts.Listing], list[parts.Entry]],
                      folders: set[str] | None

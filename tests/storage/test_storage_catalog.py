@@ -17,6 +17,7 @@ from test_storage_table_parts import run_row, write_raw
 from test_storage_tables import NOW as T0
 from test_storage_tables import caption, result
 
+from storage import parts
 from storage.catalog import build_catalog, catalog_problems
 from storage.tables import SCHEMAS, TableStore
 
@@ -207,17 +208,39 @@ def test_a_copied_workdir_answers_the_same_from_anywhere(tmp_path):
                                                                                                       "3"]
 
 
-def test_a_rebuild_rereads_only_the_tables_that_changed(tables, tmp_path, monkeypatch):
+def read_files(monkeypatch) -> list[str]:
+    """The part files every read from now on fetches and checks (table/file)."""
+    seen: list[str] = []
+    original = parts.check
+    monkeypatch.setattr(parts, "check", lambda loc, table, entry: seen.append(f"{table}/{entry.file}") or original(
+        loc, table, entry))
+    return seen
+
+
+def test_a_rebuild_reads_only_what_changed(tables, tmp_path, monkeypatch):
     tables.append("captions", [caption("coco", i) for i in range(50)], part="snap1")
     tables.append("results", [result("retrieval", 0.5)], part="run-1")
     path = build_catalog(tables, tmp_path / "catalog.duckdb")
+    first = tables.files("results")
     scanned = []
     original = TableStore.scan
     monkeypatch.setattr(TableStore, "scan", lambda self, name, *a, **k: scanned.append(name) or original(
         self, name, *a, **k))
-    tables.append("results", [result("zero_shot", 0.7, run_id="run-2")], part="run-2")
+    read = read_files(monkeypatch)
+    tables.append("results", [result("retrieval", 0.7, run_id="run-2")], part="run-2")
     build_catalog(tables, path)
-    assert scanned == ["results"]
+    # results only gained a part: its new rows are appended, the old part is not read again
+    assert scanned == [] and read == [f for f in tables.files("results") if f not in first]
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert sorted(con.execute("select run_id, value from results").fetchall()) == [("run-1", 0.5),
+                                                                                       ("run-2", 0.7)]
+        assert sorted(r[0] for r in con.execute(
+            "select file from meta.parts where \"table\" = 'results'").fetchall()) == tables.files("results")
+    assert tables.compact("results").parts_after == 1  # the parts the catalog holds are gone:
+    read.clear()
+    build_catalog(tables, path)  # results is read again, whole
+    assert scanned == ["results"] and read == tables.files("results")
+    scanned.clear()
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("select count(*) from captions").fetchone() == (50,)
         assert con.execute("select count(*) from results").fetchone() == (2,)
@@ -232,6 +255,24 @@ def test_a_rebuild_rereads_only_the_tables_that_changed(tables, tmp_path, monkey
     build_catalog(tables, path)
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("select count(*) from captions").fetchone() == (50,)
+        assert catalog_problems(con) == []
+
+
+def test_a_damaged_new_part_is_left_out_of_a_catch_up_then_read_once_healed(tables, tmp_path):
+    tables.append("results", [result("retrieval", 0.5)], part="run-1")
+    path = build_catalog(tables, tmp_path / "catalog.duckdb")
+    tables.append("results", [result("retrieval", 0.7, run_id="run-2")], part="run-2")
+    new = next(f for f in tables.files("results") if "run-2" in f)
+    good = (Path(tables.loc.url.removeprefix("file://")) / new).read_bytes()
+    flip_byte(tables.loc.url, new, 120)
+    build_catalog(tables, path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select run_id from results").fetchall() == [("run-1",)]
+        assert [(p.kind, p.file) for p in catalog_problems(con)] == [("damaged", new)]
+    (Path(tables.loc.url.removeprefix("file://")) / new).write_bytes(good)
+    build_catalog(tables, path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert sorted(con.execute("select run_id from results").fetchall()) == [("run-1",), ("run-2",)]
         assert catalog_problems(con) == []
 
 

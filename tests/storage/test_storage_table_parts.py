@@ -395,6 +395,21 @@ def test_read_part_reads_one_runs_rows_from_every_partition_even_after_compactio
     assert len(tables.read_part("results", "run-1")) < 24
 
 
+def test_scan_added_reads_only_the_parts_a_holder_lacks_until_they_are_compacted(root):
+    tables = TableStore(root)
+    append_run(tables, 0)
+    held = {(e.file, e.sha256) for e in tables.parts("results")}
+    append_run(tables, 1)
+    added = tables.scan_added("results", held)
+    assert {r["run_id"] for r in added.table.to_pylist()} == {"run-1"} and len(added.table) == 8
+    assert {e.file for e in added.parts} == {e.file for e in tables.parts("results")} - {f for f, _ in held}
+    assert len(tables.scan_added("results", held | {(e.file, e.sha256) for e in added.parts}).table) == 0
+    tables.compact("results")  # what `held` names is merged away: only a whole scan tells the rows
+    assert tables.scan_added("results", held) is None
+    with pytest.raises(ValueError, match="keyed"):
+        tables.scan_added("runs", set())
+
+
 def test_legacy_tables_are_told_from_a_killed_writers_leftover(root):
     tables = TableStore(root)
     write_raw(root, "training/part-old.parquet", [dict(run_id="r", encoder="e", variant=None, projection_fp=None,
