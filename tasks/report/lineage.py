@@ -105,7 +105,10 @@ def load_lineage(cfg: PipelineConfig, run_id: str) -> RunLineage:
     """Everything the report of `run_id` draws, located through the tables."""
     tables = open_tables(cfg)
     runs = _runs(tables)
-    results = tables.read("results", filters={"run_id": run_id}).to_pylist()
+    # Its own part first (store_results names it by the run): a report reads what its
+    # run wrote, not every run's rows; a whole read only for rows written under another name.
+    results = ([r for r in tables.read_part("results", run_id).to_pylist() if r["run_id"] == run_id]
+               or tables.read("results", filters={"run_id": run_id}).to_pylist())
     if run_id not in runs and not results:
         known = sorted(runs.values(), key=lambda r: r["started_at"])[-3:]
         hint = f"; latest: {', '.join(r['run_id'] for r in known)}" if known else ""

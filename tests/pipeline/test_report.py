@@ -178,6 +178,24 @@ def test_textme_report_regenerates_the_same_files_from_the_tables(pipeline_runs)
     check_page(folder)
 
 
+def test_a_report_reads_its_own_runs_results_not_every_runs(pipeline_runs, monkeypatch):
+    from storage import parts
+    from tasks.report.lineage import load_lineage
+    from tasks.results import open_tables
+
+    cfg, warm = pipeline_runs["cfg"], pipeline_runs["warm"]
+    results_files = open_tables(cfg).files("results")
+    own = [f for f in results_files if warm in f]
+    assert own and len(own) < len(results_files)  # three runs wrote results
+    read = []
+    original = parts.check
+    monkeypatch.setattr(parts, "check", lambda loc, table, entry: read.append(f"{table}/{entry.file}") or original(
+        loc, table, entry))
+    lineage = load_lineage(cfg, warm)
+    assert {r["run_id"] for r in lineage.results} == {warm} and lineage.results
+    assert sorted(f for f in read if f.startswith("results/")) == sorted(own)
+
+
 def test_textme_report_defaults_to_the_latest_run_and_opens_the_page(pipeline_runs, monkeypatch):
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda url, *a, **k: opened.append(url) or True)
